@@ -1,0 +1,453 @@
+"""`PlayerShard`: a Ray actor hosting many per-player virtual actors.
+
+- A player is activated on first use from its snapshot and journal tail, serves one turn at a
+  time (per-player lock) and is passivated when idle or when the shard's active cap is
+  reached (least recently used first). The cache keeps each player's state as JSON bytes, so
+  memory is bounded by the cap and small per player.
+- A turn's journal entries are written at LOCAL_QUORUM before the answer: a killed shard
+  loses nothing it acknowledged. If a write fails or its outcome is unknown, the player is
+  evicted, so the next turn reloads what really landed instead of reusing sequence numbers.
+- The shard owns its slot of the home region through a lease (see adapters.cassandra.leases)
+  and refuses to write once the lease may have passed to another owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import ray
+from prometheus_client import REGISTRY, Counter, Gauge
+
+from actors.grain import Replay, check_replay, decide_entry, decode, encode
+from actors.ids import id_hash, pack, unpack
+from adapters.cassandra.leases import LeaseStore
+from adapters.cassandra.players import JournalEntry, PlayerStore
+from adapters.cassandra.session import connect
+from adapters.settings import Settings
+from domain.errors import NotHomeRegion, PitbossError, StaleOwner, Unavailable
+from domain.player import AnyCommand
+from schemas.commands import RegisterPlayer, event_command
+from schemas.events import EventEnvelope
+from schemas.state import PlayerState, decode_state, encode_state
+
+log = logging.getLogger("pitboss.shard")
+
+EVENTS = Counter("pitboss_events_total", "Platform events by outcome", ["outcome"])
+ACTIVE = Gauge("pitboss_shard_active_players", "Players active in this shard")
+ACTIVATIONS = Counter("pitboss_shard_activations_total", "Players activated from Cassandra")
+PASSIVATIONS = Counter("pitboss_shard_passivations_total", "Players passivated", ["why"])
+
+
+@dataclass(slots=True)
+class Active:
+    state: bytes | None  # PlayerState JSON; None only inside a turn that creates the player
+    seen: set[int]
+    seq: int
+    snap_seq: int
+    home: str
+    last_used: float
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One player's part of an event batch, decided but not yet durable."""
+
+    pid: UUID
+    act: Active | None
+    created: bool
+    state: PlayerState | None = None
+    entries: list[JournalEntry] = field(default_factory=list)
+    new_ids: list[int] = field(default_factory=list)
+    outcomes: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Held:
+    lease_epoch: int
+    deadline: float  # monotonic time after which this shard must not write
+
+
+class PlayerShard:
+    """Hosts the players whose id hashes to `index`. Created by actors.router.ensure_shards."""
+
+    def __init__(self, region: str, index: int, count: int, env: dict[str, str] | None = None) -> None:
+        os.environ.update(env or {})
+        self.settings = Settings()
+        self.region = region
+        self.index = index
+        self.count = count
+        actor_id = ray.get_runtime_context().get_actor_id() if ray.is_initialized() else "local"
+        self.owner_prefix = f"{region}/{index}/{actor_id}/"
+        self.owner = self.owner_prefix + uuid.uuid4().hex[:8]
+        self.active: OrderedDict[UUID, Active] = OrderedDict()
+        self.locks: dict[UUID, asyncio.Lock] = {}
+        self.leases: dict[str, _Held] = {}
+        self._init_lock: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.store: PlayerStore
+        self.lease_store: LeaseStore
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def ready(self) -> bool:
+        if self._init_lock is None:
+            self._init_lock = asyncio.Lock()
+        async with self._init_lock:
+            if hasattr(self, "store"):
+                return True
+            loop = asyncio.get_running_loop()
+            ks = self.settings.cassandra_keyspace
+            self.cluster, session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
+            # Leases get their own connections so a burst of player writes cannot delay a renewal.
+            self.lease_cluster, lease_session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
+            self.store = PlayerStore(session, self.settings.cassandra_max_in_flight)
+            self.lease_store = LeaseStore(lease_session, self.settings.lease_serial_consistency)
+            await self._acquire(self.region, wait=self.settings.lease_seconds * 2.5)
+            self._spawn(self._renew_loop())
+            self._spawn(self._passivate_loop())
+            return True
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _acquire(self, region: str, wait: float) -> _Held:
+        ttl = self.settings.lease_seconds
+        give_up = time.monotonic() + wait
+        while True:
+            sent = time.monotonic()
+            lease = await self.lease_store.claim(region, self.index, self.owner, ttl, self.owner_prefix)
+            if lease is not None:
+                held = _Held(lease.epoch, sent + ttl * 0.8)
+                self.leases[region] = held
+                log.info("shard %s/%s owns %s with epoch %s", self.region, self.index, region, lease.epoch)
+                return held
+            if time.monotonic() >= give_up:
+                if region != self.region:
+                    raise NotHomeRegion(f"the player is owned by region {region}", extra={"home_region": region})
+                raise Unavailable(f"shard {self.index} of {region} is owned by another live process")
+            await asyncio.sleep(0.5)
+
+    async def _renew_loop(self) -> None:
+        ttl = self.settings.lease_seconds
+        while True:
+            await asyncio.sleep(ttl / 4)
+            for region, held in list(self.leases.items()):
+                sent = time.monotonic()
+                try:
+                    lease = await self.lease_store.current(region, self.index)
+                    ok = (
+                        lease is not None
+                        and lease.owner == self.owner
+                        and lease.epoch == held.lease_epoch
+                        and await self.lease_store.renew(lease, ttl) is not None
+                    )
+                except Exception:  # a failed renewal is retried; the deadline protects writes
+                    log.warning("lease renewal of %s/%s failed", region, self.index, exc_info=True)
+                    continue
+                if ok:
+                    held.deadline = sent + ttl * 0.8
+                else:
+                    log.error("shard %s/%s lost the lease of %s; dropping its players", self.region, self.index, region)
+                    self.leases.pop(region, None)
+                    self._drop_region(region)
+                    if region == self.region:
+                        self._spawn(self._acquire(region, wait=float("inf")))
+
+    def _drop_region(self, region: str) -> None:
+        for pid in [p for p, a in self.active.items() if a.home == region]:
+            self.active.pop(pid, None)
+        ACTIVE.set(len(self.active))
+
+    async def _epoch_for(self, region: str) -> int:
+        held = self.leases.get(region)
+        if held is None:
+            held = await self._acquire(region, wait=0)
+        if time.monotonic() >= held.deadline:
+            raise StaleOwner(f"shard {self.index} cannot confirm it still owns {region}; retry")
+        return held.lease_epoch
+
+    # ---------------------------------------------------------------- activation
+
+    @asynccontextmanager
+    async def _turn(self, pid: UUID) -> AsyncIterator[None]:
+        lock = self.locks.get(pid)
+        if lock is None:
+            lock = self.locks[pid] = asyncio.Lock()
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self.locks.get(pid) is lock:
+                del self.locks[pid]
+
+    async def _activate(self, pid: UUID) -> Active | None:
+        act = self.active.get(pid)
+        if act is not None:
+            self.active.move_to_end(pid)
+            act.last_used = time.monotonic()
+            return act
+        loaded = await self.store.load(pid)
+        if loaded is None:
+            return None
+        state: PlayerState | None = decode_state(loaded.snapshot.state)
+        seen = unpack(loaded.snapshot.seen)
+        seq = snap_seq = loaded.snapshot.seq
+        for entry in loaded.tail:
+            cmd = decode(entry.kind, entry.body)
+            state = decide_entry(state, cmd, entry.recorded_at, seq, self.region).state
+            if cmd.command_id is not None:
+                seen.add(id_hash(cmd.command_id))
+            seq = entry.seq
+        if state is None:
+            return None
+        act = Active(encode_state(state), seen, seq, snap_seq, state.home_region, time.monotonic())
+        if act.home != self.region:
+            await self._epoch_for(act.home)
+        self.active[pid] = act
+        ACTIVATIONS.inc()
+        ACTIVE.set(len(self.active))
+        self._enforce_cap()
+        return act
+
+    def _enforce_cap(self) -> None:
+        excess = len(self.active) - self.settings.shard_active_cap
+        if excess <= 0:
+            return
+        for pid in list(self.active)[: excess + 16]:
+            if excess <= 0:
+                break
+            if pid in self.locks:
+                continue
+            self._passivate(pid, "cap")
+            excess -= 1
+
+    def _passivate(self, pid: UUID, why: str) -> None:
+        act = self.active.pop(pid, None)
+        ACTIVE.set(len(self.active))
+        if act is None:
+            return
+        PASSIVATIONS.labels(why).inc()
+        if act.seq > act.snap_seq and act.state is not None:
+            self._spawn(self._snapshot(pid, act))
+
+    async def _snapshot(self, pid: UUID, act: Active) -> None:
+        assert act.state is not None
+        try:
+            epoch = await self._epoch_for(act.home)
+            await self.store.save_snapshot(pid, act.seq, act.state, pack(act.seen), epoch)
+            act.snap_seq = max(act.snap_seq, act.seq)
+        except Exception:  # the journal holds everything; a missed snapshot only slows activation
+            log.warning("snapshot of %s at %s failed", pid, act.seq, exc_info=True)
+
+    async def _passivate_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(30.0, self.settings.shard_idle_seconds / 2))
+            cutoff = time.monotonic() - self.settings.shard_idle_seconds
+            for pid in [p for p, a in self.active.items() if a.last_used < cutoff and p not in self.locks]:
+                self._passivate(pid, "idle")
+
+    # ---------------------------------------------------------------- writes
+
+    async def _persist(self, pid: UUID, act: Active, entries: list[JournalEntry], state: PlayerState,
+                       new_ids: list[int], created: bool) -> None:
+        try:
+            epoch = await self._epoch_for(act.home)
+            if created:
+                await self.store.write_many(self._creation(pid, act, entries, state, new_ids, epoch))
+            else:
+                await self.store.append(pid, entries, epoch)
+        except PitbossError:
+            self._evict(pid)
+            raise
+        except Exception as exc:
+            self._evict(pid)
+            log.warning("journal write for %s failed: %r", pid, exc)
+            raise Unavailable("the player's state could not be stored; retry") from None
+        self._advance(pid, act, state, entries, new_ids, created)
+
+    def _advance(self, pid: UUID, act: Active, state: PlayerState, entries: list[JournalEntry],
+                 new_ids: list[int], created: bool) -> None:
+        """The entries are durable: the player's cached state moves on."""
+        act.state = encode_state(state)
+        act.seen.update(new_ids)
+        act.seq = entries[-1].seq
+        if created:
+            self.active[pid] = act
+            ACTIVE.set(len(self.active))
+            self._enforce_cap()
+        if act.seq - act.snap_seq >= self.settings.snapshot_every:
+            act.snap_seq = act.seq  # claimed now so one snapshot is in flight, not one per turn
+            self._spawn(self._snapshot(pid, act))
+
+    def _creation(self, pid: UUID, act: Active, entries: list[JournalEntry], state: PlayerState,
+                  new_ids: list[int], epoch: int) -> list[Any]:
+        seq = entries[-1].seq
+        act.snap_seq = seq
+        return self.store.append_statements(pid, entries, epoch) + self.store.creation_statements(
+            pid, seq, encode_state(state), pack(act.seen | set(new_ids)), epoch,
+            state.brand, state.home_region, state.registered_at,
+        )
+
+    def _evict(self, pid: UUID) -> None:
+        self.active.pop(pid, None)
+        ACTIVE.set(len(self.active))
+
+    # ---------------------------------------------------------------- API
+
+    async def command(self, cmd: AnyCommand) -> tuple[int, dict[str, Any]]:
+        """Run one command as a turn of its player; returns (HTTP status, body)."""
+        await self.ready()
+        pid = cmd.player_id
+        async with self._turn(pid):
+            act = await self._activate(pid)
+            now = datetime.now(UTC)
+            state = decode_state(act.state) if act and act.state else None
+            seq = act.seq if act else 0
+            replay = check_replay(state, act.seen if act else set(), cmd, seq, now)
+            if isinstance(replay, Replay):
+                return replay.status, replay.body
+            created = act is None
+            if act is None:
+                home = cmd.home_region if isinstance(cmd, RegisterPlayer) else self.region
+                act = Active(None, set(), 0, 0, home, time.monotonic())
+            decision = decide_entry(state, cmd, now, seq, act.home)
+            if decision.changed:
+                kind, body = encode(cmd)
+                entry = JournalEntry(seq + 1, cmd.command_id or uuid.uuid4().hex, kind, body, now)
+                ids = [id_hash(cmd.command_id)] if cmd.command_id else []
+                await self._persist(pid, act, [entry], decision.state, ids, created)
+            return decision.status, decision.body
+
+    async def read(self, player_id: UUID, brand: str) -> dict[str, Any]:
+        from domain.errors import Forbidden, NotFound
+        from domain.player import view
+
+        await self.ready()
+        async with self._turn(player_id):
+            act = await self._activate(player_id)
+            if act is None or act.state is None:
+                raise NotFound("unknown player", field="player_id")
+            state = decode_state(act.state)
+            if state.brand != brand:
+                raise Forbidden("the player belongs to another brand", field="player_id")
+            return view(state, act.seq, datetime.now(UTC)).model_dump(mode="json")
+
+    async def apply_events(self, events: list[EventEnvelope]) -> list[tuple[str, str | None]]:
+        """Apply a batch of events; per event ("accepted" | "duplicate" | "rejected", reason).
+
+        All players of the batch take their turn together: their locks are taken in id order
+        (so two batches cannot deadlock), every entry is written in a few unlogged batches,
+        and only then do the players' states move on. Raises Unavailable if the writes could
+        not be confirmed: the caller retries the batch, and the ids make the retry safe.
+        """
+        await self.ready()
+        by_player: dict[UUID, list[int]] = {}
+        for i, env in enumerate(events):
+            by_player.setdefault(env.player_id, []).append(i)
+        outcomes: list[tuple[str, str | None]] = [("rejected", "not processed")] * len(events)
+        async with AsyncExitStack() as stack:
+            pids = sorted(by_player, key=lambda p: p.int)
+            for pid in pids:
+                await stack.enter_async_context(self._turn(pid))
+            missing = [p for p in pids if p not in self.active]
+            if missing:
+                await asyncio.gather(*(self._activate(p) for p in missing))
+            now = datetime.now(UTC)
+            plans: list[_Plan] = []
+            for pid in pids:
+                idx = by_player[pid]
+                plan = self._plan(pid, [events[i] for i in idx], now)
+                for i, outcome in zip(idx, plan.outcomes, strict=True):
+                    outcomes[i] = outcome
+                if plan.entries:
+                    plans.append(plan)
+            if plans:
+                await self._commit(plans)
+        for status, _ in outcomes:
+            EVENTS.labels(status).inc()
+        return outcomes
+
+    def _plan(self, pid: UUID, envs: list[EventEnvelope], now: datetime) -> _Plan:
+        act = self.active.get(pid)
+        state = decode_state(act.state) if act and act.state else None
+        seq = act.seq if act else 0
+        seen = act.seen if act else set()
+        home = act.home if act else self.region
+        plan = _Plan(pid, act, act is None)
+        for env in envs:
+            cmd = event_command(env)
+            h = id_hash(cmd.command_id or "")
+            if h in seen or h in plan.new_ids:
+                plan.outcomes.append(("duplicate", None))
+                continue
+            try:
+                decision = decide_entry(state, cmd, now, seq, home)
+            except PitbossError as exc:
+                plan.outcomes.append(("rejected", exc.detail if exc.field is None else f"{exc.field}: {exc.detail}"))
+                continue
+            state = decision.state
+            seq += 1
+            kind, body = encode(cmd)
+            plan.entries.append(JournalEntry(seq, cmd.command_id or "", kind, body, now))
+            plan.new_ids.append(h)
+            plan.outcomes.append(("accepted", None))
+        plan.state = state
+        return plan
+
+    async def _commit(self, plans: list[_Plan]) -> None:
+        statements: list[Any] = []
+        try:
+            for plan in plans:
+                assert plan.state is not None
+                if plan.act is None:
+                    plan.act = Active(None, set(), 0, 0, plan.state.home_region, time.monotonic())
+                epoch = await self._epoch_for(plan.act.home)
+                if plan.created:
+                    statements += self._creation(plan.pid, plan.act, plan.entries, plan.state, plan.new_ids, epoch)
+                else:
+                    statements += self.store.append_statements(plan.pid, plan.entries, epoch)
+            await self.store.write_many(statements)
+        except Exception as exc:
+            for plan in plans:
+                self._evict(plan.pid)
+            if isinstance(exc, PitbossError):
+                raise
+            log.warning("journal write of %s players failed: %r", len(plans), exc)
+            raise Unavailable("events could not be stored; retry the batch") from None
+        for plan in plans:
+            self._advance(plan.pid, plan.act, plan.state, plan.entries, plan.new_ids, plan.created)  # type: ignore[arg-type]
+
+    async def stats(self) -> dict[str, Any]:
+        return {
+            "region": self.region,
+            "index": self.index,
+            "active": len(self.active),
+            "turns_in_flight": len(self.locks),
+            "leases": {r: h.lease_epoch for r, h in self.leases.items()},
+            "pid": os.getpid(),
+        }
+
+    async def metric_families(self) -> list[Any]:
+        """This process's prometheus samples, for the platform app's /metrics to re-export."""
+        return [m for m in REGISTRY.collect() if m.name.startswith("pitboss_")]
+
+    async def passivate_all(self) -> int:
+        count = len(self.active)
+        for pid in list(self.active):
+            self._passivate(pid, "shutdown")
+        while self._tasks - {t for t in self._tasks if t.get_coro().__name__ in ("_renew_loop", "_passivate_loop")}:
+            await asyncio.sleep(0.05)
+        return count

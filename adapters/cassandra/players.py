@@ -1,0 +1,143 @@
+"""The player journal, snapshots and index. Statements are prepared once per store."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from cassandra.cluster import Session
+from cassandra.query import BatchStatement, BatchType
+
+from adapters.cassandra.session import aexecute
+
+BUCKET_SIZE = 1000
+INDEX_BUCKETS = 64
+_EPOCH_SHIFT = 40  # write timestamp = epoch << 40 | seq: a newer owner's writes always win
+
+
+def write_timestamp(epoch: int, seq: int) -> int:
+    return (epoch << _EPOCH_SHIFT) | seq
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    seq: int
+    entry_id: str
+    kind: str
+    body: bytes
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    seq: int
+    state: bytes
+    seen: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    snapshot: Snapshot
+    tail: list[JournalEntry]
+
+
+class PlayerStore:
+    def __init__(self, session: Session, max_in_flight: int = 256) -> None:
+        self.session = session
+        self.limit = asyncio.Semaphore(max_in_flight)
+        self._append = session.prepare(
+            "INSERT INTO player_journal (player_id, bucket, seq, entry_id, kind, body, recorded_at, epoch) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+        )
+        self._tail = session.prepare(
+            "SELECT seq, entry_id, kind, body, recorded_at FROM player_journal "
+            "WHERE player_id = ? AND bucket = ? AND seq > ?"
+        )
+        self._snap_read = session.prepare("SELECT seq, state, seen FROM player_snapshots WHERE player_id = ?")
+        self._snap_write = session.prepare(
+            "INSERT INTO player_snapshots (player_id, seq, state, seen, epoch, written_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+        )
+        self._index = session.prepare(
+            "INSERT INTO player_index (bucket, player_id, brand, home_region, registered_at) VALUES (?, ?, ?, ?, ?)"
+        )
+
+    def append_statements(self, player_id: UUID, entries: list[JournalEntry], epoch: int) -> list[Any]:
+        return [
+            self._append.bind(
+                (player_id, e.seq // BUCKET_SIZE, e.seq, e.entry_id, e.kind, e.body, e.recorded_at, epoch,
+                 write_timestamp(epoch, e.seq))
+            )
+            for e in entries
+        ]
+
+    async def append(self, player_id: UUID, entries: list[JournalEntry], epoch: int) -> None:
+        """Durable once this returns: every entry written at LOCAL_QUORUM."""
+        stmts = self.append_statements(player_id, entries, epoch)
+        if len(stmts) == 1:
+            await aexecute(self.session, stmts[0], op="journal_append", limit=self.limit)
+            return
+        # One unlogged batch per partition: a single mutation, no batchlog round trip.
+        by_bucket: dict[int, BatchStatement] = {}
+        for e, stmt in zip(entries, stmts, strict=True):
+            batch = by_bucket.setdefault(e.seq // BUCKET_SIZE, BatchStatement(batch_type=BatchType.UNLOGGED))
+            batch.add(stmt)
+        await asyncio.gather(*(aexecute(self.session, b, op="journal_append", limit=self.limit) for b in by_bucket.values()))
+
+    async def write_many(self, statements: list[Any], per_batch: int = 64) -> None:
+        """Write journal statements of many players in a few unlogged batches, concurrently."""
+        batches = []
+        for start in range(0, len(statements), per_batch):
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for stmt in statements[start : start + per_batch]:
+                batch.add(stmt)
+            batches.append(batch)
+        await asyncio.gather(*(aexecute(self.session, b, op="journal_append", limit=self.limit) for b in batches))
+
+    async def load(self, player_id: UUID) -> Loaded | None:
+        rows = await aexecute(self.session, self._snap_read, (player_id,), op="snapshot_read", limit=self.limit)
+        if not rows:
+            # A player is created together with its first snapshot: no snapshot, no player.
+            return None
+        snapshot = Snapshot(rows[0]["seq"], rows[0]["state"], rows[0]["seen"] or b"")
+        after = snapshot.seq
+        tail: list[JournalEntry] = []
+        bucket = after // BUCKET_SIZE
+        while True:
+            got = await aexecute(self.session, self._tail, (player_id, bucket, after), op="journal_read", limit=self.limit)
+            tail += [JournalEntry(r["seq"], r["entry_id"], r["kind"], r["body"], _utc(r["recorded_at"])) for r in got]
+            if tail:
+                after = tail[-1].seq
+            # Sequence numbers are contiguous, so the journal ends in the first bucket not filled up.
+            if (after + 1) // BUCKET_SIZE == bucket:
+                break
+            bucket += 1
+        return Loaded(snapshot, tail)
+
+    def creation_statements(
+        self, player_id: UUID, seq: int, state: bytes, seen: bytes, epoch: int,
+        brand: str, home_region: str, registered_at: datetime,
+    ) -> list[Any]:
+        """The first snapshot and the index row, written with a new player's first entries."""
+        return [
+            self._snap_write.bind(
+                (player_id, seq, state, seen, epoch, datetime.now(UTC), write_timestamp(epoch, seq))
+            ),
+            self._index.bind((player_id.int % INDEX_BUCKETS, player_id, brand, home_region, registered_at)),
+        ]
+
+    async def save_snapshot(self, player_id: UUID, seq: int, state: bytes, seen: bytes, epoch: int) -> None:
+        await aexecute(
+            self.session,
+            self._snap_write,
+            (player_id, seq, state, seen, epoch, datetime.now(UTC), write_timestamp(epoch, seq)),
+            op="snapshot_write",
+            limit=self.limit,
+        )
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -1,0 +1,83 @@
+"""Health and metrics: what an on-call engineer and Prometheus look at."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from serve_apps.platform.deps import Platform
+
+router = APIRouter(tags=["operations"])
+
+
+async def _timed(name: str, probe: Any) -> tuple[str, dict[str, Any]]:
+    started = time.perf_counter()
+    try:
+        detail = await asyncio.wait_for(probe, 3.0)
+        state: dict[str, Any] = {"status": "up", "ms": round((time.perf_counter() - started) * 1000, 1)}
+        if detail:
+            state["detail"] = detail
+    except Exception as exc:
+        state = {"status": "down", "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return name, state
+
+
+@router.get("/healthz", summary="Each dependency's state; 503 if any is down")
+async def healthz(app: Platform) -> JSONResponse:
+    checks = dict(await asyncio.gather(
+        _timed("cassandra", app.probe_cassandra()),
+        _timed("redis", app.probe_redis()),
+        _timed("rabbitmq", app.probe_rabbitmq()),
+        _timed("shards", app.probe_shards()),
+        _timed("consumers", app.probe_consumers()),
+    ))
+    ok = all(c["status"] == "up" for c in checks.values())
+    return JSONResponse({"status": "up" if ok else "down", "region": app.settings.region, "checks": checks},
+                        status_code=200 if ok else 503)
+
+
+class _ShardSamples:
+    """Re-exports the shards' own metrics with a `shard` label."""
+
+    def __init__(self, families: list[list[Any]]) -> None:
+        self.families = families
+
+    def collect(self) -> Any:
+        merged: dict[str, Any] = {}
+        for shard, fams in enumerate(self.families):
+            for fam in fams:
+                target = merged.get(fam.name)
+                if target is None:
+                    target = merged[fam.name] = type(fam)(fam.name, fam.documentation, fam.type, fam.unit)
+                for s in fam.samples:
+                    target.samples.append(s._replace(labels={**s.labels, "shard": str(shard)}))
+        yield from merged.values()
+
+
+@router.get("/metrics", summary="Prometheus metrics of this replica and of the region's shards")
+async def metrics(app: Platform) -> Response:
+    try:
+        families = await app.router.metric_families()
+    except Exception:
+        families = []
+    shard_names = {f.name for fams in families for f in fams}
+    registry = CollectorRegistry()
+    registry.register(_ShardSamples(families))  # type: ignore[arg-type]
+    registry.register(_Local(shard_names))  # type: ignore[arg-type]
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class _Local:
+    """This replica's metrics, less the families the shards report (defined in shared modules)."""
+
+    def __init__(self, skip: set[str]) -> None:
+        self.skip = skip
+
+    def collect(self) -> Any:
+        yield from (f for f in REGISTRY.collect() if f.name not in self.skip)
