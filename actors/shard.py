@@ -431,6 +431,7 @@ class PlayerShard:
             self._advance(plan.pid, plan.act, plan.state, plan.entries, plan.new_ids, plan.created)  # type: ignore[arg-type]
 
     async def stats(self) -> dict[str, Any]:
+        await self.ready()
         return {
             "region": self.region,
             "index": self.index,

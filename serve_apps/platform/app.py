@@ -23,6 +23,7 @@ from adapters.settings import get_settings
 from serve_apps import problems
 from serve_apps.middleware import PitbossMiddleware
 from serve_apps.platform import routes_events, routes_ops, routes_players
+from serve_apps.platform import deps
 from serve_apps.platform.deps import KeyCache
 
 log = logging.getLogger("pitboss.platform")
@@ -57,7 +58,7 @@ class PlatformAPI:
             self.keys.install_blocking(brand, key, "bootstrap (PITBOSS_BOOTSTRAP_API_KEYS)")
         for consumer in self.consumers:
             consumer.start.remote()
-        app.state.platform = self
+        deps.bind(self)
 
     async def check_health(self) -> None:
         """Called by Serve every few seconds: also restarts the loop of a consumer Ray restarted."""

@@ -8,17 +8,27 @@ import json
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header
 
 from adapters.cassandra.apikeys import key_hash
-from domain.errors import Unauthorized
+from domain.errors import Unauthorized, Unavailable
 
 if TYPE_CHECKING:
     from serve_apps.platform.app import PlatformAPI
 
 
-def platform(request: Request) -> PlatformAPI:
-    return request.app.state.platform  # type: ignore[no-any-return]
+_current: list[PlatformAPI] = []
+
+
+def bind(deployment: PlatformAPI) -> None:
+    """Serve hands requests to a copy of the FastAPI app, so the replica registers itself here."""
+    _current[:] = [deployment]
+
+
+def platform() -> PlatformAPI:
+    if not _current:
+        raise Unavailable("the platform API is starting")
+    return _current[0]
 
 
 Platform = Annotated["PlatformAPI", Depends(platform)]
