@@ -35,8 +35,8 @@ from adapters.cassandra.leases import LeaseStore
 from adapters.cassandra.players import JournalEntry, PlayerStore
 from adapters.cassandra.session import connect
 from adapters.settings import Settings
-from domain.errors import NotHomeRegion, PitbossError, StaleOwner, Unavailable
-from domain.player import AnyCommand
+from domain.errors import Forbidden, NotFound, NotHomeRegion, PitbossError, StaleOwner, Unavailable
+from domain.player import AnyCommand, view
 from schemas.commands import RegisterPlayer, event_command
 from schemas.events import EventEnvelope
 from schemas.state import PlayerState, decode_state, encode_state
@@ -193,7 +193,10 @@ class PlayerShard:
             if not lock.locked() and self.locks.get(pid) is lock:
                 del self.locks[pid]
 
-    async def _activate(self, pid: UUID) -> Active | None:
+    async def _activate(self, pid: UUID, write: bool = True) -> Active | None:
+        """The player's live actor, loaded if needed. A player homed in another region is only
+        cached (and written) while this shard holds that region's lease (failover); a read of
+        one is served from the local replica without taking ownership."""
         act = self.active.get(pid)
         if act is not None:
             self.active.move_to_end(pid)
@@ -215,6 +218,8 @@ class PlayerShard:
             return None
         act = Active(encode_state(state), seen, seq, snap_seq, state.home_region, time.monotonic())
         if act.home != self.region:
+            if not write:
+                return act
             await self._epoch_for(act.home)
         self.active[pid] = act
         ACTIVATIONS.inc()
@@ -332,12 +337,9 @@ class PlayerShard:
             return decision.status, decision.body
 
     async def read(self, player_id: UUID, brand: str) -> dict[str, Any]:
-        from domain.errors import Forbidden, NotFound
-        from domain.player import view
-
         await self.ready()
         async with self._turn(player_id):
-            act = await self._activate(player_id)
+            act = await self._activate(player_id, write=False)
             if act is None or act.state is None:
                 raise NotFound("unknown player", field="player_id")
             state = decode_state(act.state)

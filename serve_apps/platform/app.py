@@ -77,7 +77,7 @@ class PlatformAPI:
 
     async def probe_shards(self) -> dict[str, Any]:
         stats = await self.router.stats()
-        return {str(s["index"]): {"active": s["active"], "leases": s["leases"]} for s in stats}
+        return {str(s["index"]): {"active": s["active"], "leases": s["leases"], "pid": s["pid"]} for s in stats}
 
     async def probe_consumers(self) -> dict[str, Any]:
         # Restarted consumers come back idle; a health probe is a cheap place to start them again.
