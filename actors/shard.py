@@ -87,7 +87,9 @@ class PlayerShard:
         self.region = region
         self.index = index
         self.count = count
-        actor_id = ray.get_runtime_context().get_actor_id() if ray.is_initialized() else "local"
+        # Ray keeps an actor's id across its restarts, so a restarted shard may take its own lease
+        # back at once; outside Ray every instance is a stranger to every other.
+        actor_id = (ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None) or uuid.uuid4().hex
         self.owner_prefix = f"{region}/{index}/{actor_id}/"
         self.owner = self.owner_prefix + uuid.uuid4().hex[:8]
         self.active: OrderedDict[UUID, Active] = OrderedDict()
@@ -101,21 +103,26 @@ class PlayerShard:
     # ---------------------------------------------------------------- lifecycle
 
     async def ready(self) -> bool:
+        """Connect and own this shard's slot of the home region; retried by every call until it works."""
         if self._init_lock is None:
             self._init_lock = asyncio.Lock()
         async with self._init_lock:
-            if hasattr(self, "store"):
+            if self.region in self.leases:
                 return True
-            loop = asyncio.get_running_loop()
-            ks = self.settings.cassandra_keyspace
-            self.cluster, session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
-            # Leases get their own connections so a burst of player writes cannot delay a renewal.
-            self.lease_cluster, lease_session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
-            self.store = PlayerStore(session, self.settings.cassandra_max_in_flight)
-            self.lease_store = LeaseStore(lease_session, self.settings.lease_serial_consistency)
+            if not hasattr(self, "store"):
+                loop = asyncio.get_running_loop()
+                ks = self.settings.cassandra_keyspace
+                self.cluster, session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
+                # Leases get their own connections so a burst of player writes cannot delay a renewal.
+                self.lease_cluster, lease_session = await loop.run_in_executor(
+                    None, lambda: connect(self.settings, ks)
+                )
+                self.store = PlayerStore(session, self.settings.cassandra_max_in_flight)
+                self.lease_store = LeaseStore(lease_session, self.settings.lease_serial_consistency)
             await self._acquire(self.region, wait=self.settings.lease_seconds * 2.5)
-            self._spawn(self._renew_loop())
-            self._spawn(self._passivate_loop())
+            if not self._tasks:
+                self._spawn(self._renew_loop())
+                self._spawn(self._passivate_loop())
             return True
 
     def _spawn(self, coro: Any) -> None:

@@ -218,3 +218,23 @@ async def test_health_and_metrics(api: httpx.AsyncClient) -> None:
     for name in ("pitboss_http_request_duration_seconds", "pitboss_events_total", "pitboss_shard_active_players",
                  "pitboss_cassandra_request_seconds"):
         assert name in text
+
+
+async def test_a_brand_cannot_reach_another_brands_player(api: httpx.AsyncClient, stack: Any) -> None:
+    from adapters.cassandra.apikeys import ApiKeyStore
+    from adapters.cassandra.session import connect
+
+    cluster, session = connect(stack, stack.cassandra_keyspace)
+    try:
+        other_key = await ApiKeyStore(session).create("rival", "test")
+    finally:
+        cluster.shutdown()
+    pid = await register(api)
+    async with httpx.AsyncClient(base_url=str(api.base_url), headers={"Authorization": f"Bearer {other_key}"}) as rival:
+        assert (await rival.get(f"/players/{pid}")).status_code == 403
+        r = await rival.post(f"/players/{pid}/deposits/authorize", json={"tx_id": "r", "amount_minor": 1,
+                                                                          "currency": "EUR"})
+        assert r.status_code == 403
+        r = await rival.post("/events", json={"events": [bet(pid, 5)]})
+        assert r.json()["results"][0]["status"] == "rejected"
+    assert (await api.get(f"/players/{pid}")).json()["version"] == 1
