@@ -11,6 +11,7 @@ since several consumers may reorder a player's first events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import Any
@@ -51,8 +52,12 @@ class EventConsumer:
         return True
 
     async def status(self) -> dict[str, Any]:
-        return {"index": self.index, "running": bool(self.task and not self.task.done()),
-                "buffered": len(self.buffer), "counts": dict(self.counts)}
+        return {
+            "index": self.index,
+            "running": bool(self.task and not self.task.done()),
+            "buffered": len(self.buffer),
+            "counts": dict(self.counts),
+        }
 
     async def _run(self) -> None:
         while True:
@@ -77,13 +82,11 @@ class EventConsumer:
             self.buffer = []
             await queue.consume(self._on_message)
             while not connection.is_closed:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=s.consumer_flush_ms / 1000)
-                except TimeoutError:
-                    pass
                 self.wake.clear()
                 if self.buffer:
-                    batch, self.buffer = self.buffer[: s.consumer_batch], self.buffer[s.consumer_batch:]
+                    batch, self.buffer = self.buffer[: s.consumer_batch], self.buffer[s.consumer_batch :]
                     await self._flush(channel, exchange, batch)
                     if len(self.buffer) >= s.consumer_batch:
                         self.wake.set()
@@ -119,10 +122,11 @@ class EventConsumer:
                 if status != "rejected":
                     self._count(status)
                     continue
-                attempts = int((msg.headers or {}).get("x-pitboss-attempts", 0) or 0) + 1
+                attempts = int(str((msg.headers or {}).get("x-pitboss-attempts", 0) or 0)) + 1
                 if reason == UNKNOWN_PLAYER and attempts < MAX_ATTEMPTS:
-                    await rabbit.publish(exchange, env.type, msg.body, str(env.event_id),
-                                         {"x-pitboss-attempts": attempts})
+                    await rabbit.publish(
+                        exchange, env.type, msg.body, str(env.event_id), {"x-pitboss-attempts": attempts}
+                    )
                     self._count("retried")
                 else:
                     await rabbit.dead_letter(channel, self.settings, msg.body, reason or "rejected", env.type)

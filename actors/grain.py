@@ -19,7 +19,7 @@ from schemas.commands import ApplyEvent, Command, RegisterPlayer
 from schemas.events import PlayerRegistered, parse_envelope
 from schemas.state import PlayerState
 
-_COMMANDS: TypeAdapter[Any] = TypeAdapter(Command)
+_COMMANDS: TypeAdapter[Any] = TypeAdapter(Command)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
@@ -44,7 +44,9 @@ def decode(kind: str, body: bytes) -> AnyCommand:
     return _COMMANDS.validate_json(body)  # type: ignore[no-any-return]
 
 
-def check_replay(state: PlayerState | None, seen: set[int], cmd: AnyCommand, version: int, now: datetime) -> Replay | None:
+def check_replay(
+    state: PlayerState | None, seen: set[int], cmd: AnyCommand, version: int, now: datetime
+) -> Replay | None:
     """The first answer if this command id was applied before; None if it is new."""
     if cmd.command_id is None or id_hash(cmd.command_id) not in seen:
         return None

@@ -40,7 +40,7 @@ def ensure_shards(settings: Settings) -> list[Any]:
     handles = []
     for i in range(settings.shards):
         handles.append(
-            remote.options(  # type: ignore[attr-defined]
+            remote.options(
                 name=shard_name(settings.region, i),
                 namespace=settings.ray_namespace,
                 lifetime="detached",
@@ -98,7 +98,7 @@ class PlayerRouter:
         return out
 
     async def stats(self) -> list[dict[str, Any]]:
-        return await asyncio.gather(*(call(h.stats.remote(), 5.0) for h in self.handles))
+        return list(await asyncio.gather(*(call(h.stats.remote(), 5.0) for h in self.handles)))
 
     async def metric_families(self) -> list[list[Any]]:
-        return await asyncio.gather(*(call(h.metric_families.remote(), 5.0) for h in self.handles))
+        return list(await asyncio.gather(*(call(h.metric_families.remote(), 5.0) for h in self.handles)))

@@ -19,7 +19,7 @@ def consumer_name(region: str, index: int) -> str:
 def ensure_consumers(settings: Settings) -> list[Any]:
     remote = ray.remote(EventConsumer)
     return [
-        remote.options(  # type: ignore[attr-defined]
+        remote.options(
             name=consumer_name(settings.region, i),
             namespace=settings.ray_namespace,
             lifetime="detached",

@@ -97,6 +97,7 @@ class PlayerShard:
         self.leases: dict[str, _Held] = {}
         self._init_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._snapshots: set[asyncio.Task[Any]] = set()
         self.store: PlayerStore
         self.lease_store: LeaseStore
 
@@ -114,9 +115,7 @@ class PlayerShard:
                 ks = self.settings.cassandra_keyspace
                 self.cluster, session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
                 # Leases get their own connections so a burst of player writes cannot delay a renewal.
-                self.lease_cluster, lease_session = await loop.run_in_executor(
-                    None, lambda: connect(self.settings, ks)
-                )
+                self.lease_cluster, lease_session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
                 self.store = PlayerStore(session, self.settings.cassandra_max_in_flight)
                 self.lease_store = LeaseStore(lease_session, self.settings.lease_serial_consistency)
             await self._acquire(self.region, wait=self.settings.lease_seconds * 2.5)
@@ -125,10 +124,11 @@ class PlayerShard:
                 self._spawn(self._passivate_loop())
             return True
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, tasks: set[asyncio.Task[Any]] | None = None) -> None:
+        group = self._tasks if tasks is None else tasks
         task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        group.add(task)
+        task.add_done_callback(group.discard)
 
     async def _acquire(self, region: str, wait: float) -> _Held:
         ttl = self.settings.lease_seconds
@@ -253,7 +253,7 @@ class PlayerShard:
             return
         PASSIVATIONS.labels(why).inc()
         if act.seq > act.snap_seq and act.state is not None:
-            self._spawn(self._snapshot(pid, act))
+            self._spawn(self._snapshot(pid, act), self._snapshots)
 
     async def _snapshot(self, pid: UUID, act: Active) -> None:
         assert act.state is not None
@@ -273,8 +273,9 @@ class PlayerShard:
 
     # ---------------------------------------------------------------- writes
 
-    async def _persist(self, pid: UUID, act: Active, entries: list[JournalEntry], state: PlayerState,
-                       new_ids: list[int], created: bool) -> None:
+    async def _persist(
+        self, pid: UUID, act: Active, entries: list[JournalEntry], state: PlayerState, new_ids: list[int], created: bool
+    ) -> None:
         try:
             epoch = await self._epoch_for(act.home)
             if created:
@@ -290,8 +291,9 @@ class PlayerShard:
             raise Unavailable("the player's state could not be stored; retry") from None
         self._advance(pid, act, state, entries, new_ids, created)
 
-    def _advance(self, pid: UUID, act: Active, state: PlayerState, entries: list[JournalEntry],
-                 new_ids: list[int], created: bool) -> None:
+    def _advance(
+        self, pid: UUID, act: Active, state: PlayerState, entries: list[JournalEntry], new_ids: list[int], created: bool
+    ) -> None:
         """The entries are durable: the player's cached state moves on."""
         act.state = encode_state(state)
         act.seen.update(new_ids)
@@ -302,15 +304,22 @@ class PlayerShard:
             self._enforce_cap()
         if act.seq - act.snap_seq >= self.settings.snapshot_every:
             act.snap_seq = act.seq  # claimed now so one snapshot is in flight, not one per turn
-            self._spawn(self._snapshot(pid, act))
+            self._spawn(self._snapshot(pid, act), self._snapshots)
 
-    def _creation(self, pid: UUID, act: Active, entries: list[JournalEntry], state: PlayerState,
-                  new_ids: list[int], epoch: int) -> list[Any]:
+    def _creation(
+        self, pid: UUID, act: Active, entries: list[JournalEntry], state: PlayerState, new_ids: list[int], epoch: int
+    ) -> list[Any]:
         seq = entries[-1].seq
         act.snap_seq = seq
         return self.store.append_statements(pid, entries, epoch) + self.store.creation_statements(
-            pid, seq, encode_state(state), pack(act.seen | set(new_ids)), epoch,
-            state.brand, state.home_region, state.registered_at,
+            pid,
+            seq,
+            encode_state(state),
+            pack(act.seen | set(new_ids)),
+            epoch,
+            state.brand,
+            state.home_region,
+            state.registered_at,
         )
 
     def _evict(self, pid: UUID) -> None:
@@ -455,9 +464,9 @@ class PlayerShard:
         return [m for m in REGISTRY.collect() if m.name.startswith("pitboss_")]
 
     async def passivate_all(self) -> int:
+        """Snapshot and drop every player (for a planned shutdown); returns how many there were."""
         count = len(self.active)
         for pid in list(self.active):
             self._passivate(pid, "shutdown")
-        while self._tasks - {t for t in self._tasks if t.get_coro().__name__ in ("_renew_loop", "_passivate_loop")}:
-            await asyncio.sleep(0.05)
+        await asyncio.gather(*self._snapshots, return_exceptions=True)
         return count

@@ -41,8 +41,13 @@ async def declare(channel: AbstractChannel, settings: Settings) -> tuple[Abstrac
     return exchange, queue
 
 
-async def publish(exchange: AbstractExchange, routing_key: str, body: bytes, message_id: str | None = None,
-                  headers: dict[str, Any] | None = None) -> None:
+async def publish(
+    exchange: AbstractExchange,
+    routing_key: str,
+    body: bytes,
+    message_id: str | None = None,
+    headers: dict[str, Any] | None = None,
+) -> None:
     await exchange.publish(
         aio_pika.Message(
             body,
@@ -55,8 +60,14 @@ async def publish(exchange: AbstractExchange, routing_key: str, body: bytes, mes
     )
 
 
-async def dead_letter(channel: AbstractChannel, settings: Settings, body: bytes, reason: str,
-                      routing_key: str, headers: dict[str, Any] | None = None) -> None:
+async def dead_letter(
+    channel: AbstractChannel,
+    settings: Settings,
+    body: bytes,
+    reason: str,
+    routing_key: str,
+    headers: dict[str, Any] | None = None,
+) -> None:
     await channel.default_exchange.publish(
         aio_pika.Message(
             body,

@@ -34,9 +34,7 @@ def in_force(exclusions: list[Exclusion], now: datetime) -> Exclusion | None:
     return max(active, key=lambda e: (e.ends_at is None, e.ends_at or now))
 
 
-def start_exclusion(
-    exclusions: list[Exclusion], spec: ExclusionCreate, exclusion_id: str, now: datetime
-) -> Exclusion:
+def start_exclusion(exclusions: list[Exclusion], spec: ExclusionCreate, exclusion_id: str, now: datetime) -> Exclusion:
     if spec.kind == "timeout":
         assert spec.duration_hours is not None
         ends_at: datetime | None = now + timedelta(hours=spec.duration_hours)

@@ -163,6 +163,4 @@ def remaining_by_kind(rows: list[Remaining]) -> dict[str, int | None]:
 
 
 def deposit_limit_reasons(rows: list[Remaining], amount_minor: int) -> list[str]:
-    return [
-        f"deposit_limit_{r.period}" for r in rows if r.kind == "deposit" and amount_minor > r.remaining
-    ]
+    return [f"deposit_limit_{r.period}" for r in rows if r.kind == "deposit" and amount_minor > r.remaining]

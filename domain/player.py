@@ -21,8 +21,8 @@ from schemas.commands import (
     UpdateProfile,
 )
 from schemas.events import PlayerRegistered, PlayerUpdated
-from schemas.players import DepositAuthorization, ExclusionPublic, PlayerPublic
-from schemas.state import Block, Hold, PlayerState, Profile, StoredResult
+from schemas.players import DepositAuthorization, ExclusionPublic, PlayerPublic, PlayerStatus
+from schemas.state import Block, Counters, Hold, PlayerState, Profile, StoredResult
 
 HOLD_TTL = timedelta(hours=24)
 MAX_STORED_RESULTS = 64
@@ -41,7 +41,7 @@ class Decision:
     changed: bool = True
 
 
-def status_of(state: PlayerState, now: datetime) -> str:
+def status_of(state: PlayerState, now: datetime) -> PlayerStatus:
     if state.blocks:
         return "blocked"
     ex = exclusions.in_force(state.exclusions, now)
@@ -53,7 +53,7 @@ def status_of(state: PlayerState, now: datetime) -> str:
 def view(state: PlayerState, version: int, now: datetime) -> PlayerPublic:
     active, pending = limits.promote_due(state.limits, state.pending_limits, now)
     today = state.days.get(now.date().isoformat())
-    today_c = today if today is not None else counters.Counters()
+    today_c = today if today is not None else Counters()
     return PlayerPublic(
         player_id=state.player_id,
         brand=state.brand,
@@ -62,12 +62,10 @@ def view(state: PlayerState, version: int, now: datetime) -> PlayerPublic:
         registered_at=state.registered_at,
         updated_at=state.updated_at,
         profile=state.profile,
-        status=status_of(state, now),  # type: ignore[arg-type]
+        status=status_of(state, now),
         limits=active,
         pending_limits=pending,
-        exclusions=[
-            ExclusionPublic(**e.model_dump(), active=exclusions.is_active(e, now)) for e in state.exclusions
-        ],
+        exclusions=[ExclusionPublic(**e.model_dump(), active=exclusions.is_active(e, now)) for e in state.exclusions],
         blocks=state.blocks,
         holds_minor=limits.held(state, now),
         remaining=limits.remaining(state, now),
@@ -140,7 +138,7 @@ def decide(state: PlayerState, cmd: AnyCommand, now: datetime, version: int) -> 
     if isinstance(cmd, UpdateProfile):
         changes = cmd.data.model_dump(exclude_unset=True)
         state.profile = state.profile.model_copy(update=changes)
-        event = ("player.profile_changed", {"fields": sorted(changes)})
+        event: tuple[str, dict[str, Any]] = ("player.profile_changed", {"fields": sorted(changes)})
     elif isinstance(cmd, SetLimits):
         state.limits, state.pending_limits, changed = limits.set_limits(
             state.limits, state.pending_limits, cmd.data.limits, cmd.source, now
@@ -199,8 +197,17 @@ def _authorize(state: PlayerState, cmd: AuthorizeDeposit, now: datetime) -> Deci
     body = answer.model_dump(mode="json")
     remember(state, cmd.command_id, cmd.fingerprint, 200, body)
     event_type = "deposit.authorized" if decision == "allow" else "deposit.denied"
-    return Decision(state, 200, body, [(event_type, {"tx_id": req.tx_id, "amount_minor": req.amount_minor,
-                                                      "currency": req.currency, "reasons": reasons})])
+    return Decision(
+        state,
+        200,
+        body,
+        [
+            (
+                event_type,
+                {"tx_id": req.tx_id, "amount_minor": req.amount_minor, "currency": req.currency, "reasons": reasons},
+            )
+        ],
+    )
 
 
 def _apply_event(state: PlayerState, cmd: ApplyEvent, now: datetime) -> Decision:

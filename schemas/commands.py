@@ -81,8 +81,13 @@ Command = Annotated[
 def event_command(env: EventEnvelope) -> ApplyEvent:
     # The envelope is already validated; constructing skips a second validation per event.
     return ApplyEvent.model_construct(
-        player_id=env.player_id, brand=env.brand, command_id=f"event:{env.event_id}", fingerprint="",
-        actor="platform", kind="apply_event", event=env,
+        player_id=env.player_id,
+        brand=env.brand,
+        command_id=f"event:{env.event_id}",
+        fingerprint="",
+        actor="platform",
+        kind="apply_event",
+        event=env,
     )
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, SerializeAsAn
 
 from schemas.common import AmountMinor, AwareDatetime, Brand, Country, Currency
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class Payload(BaseModel):
@@ -175,11 +175,7 @@ def _errors(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str
 def parse_envelope(raw: bytes | str | dict[str, Any]) -> EventEnvelope:
     """Parse and validate one envelope and its typed payload, or raise EnvelopeError."""
     try:
-        env = (
-            _RawEnvelope.model_validate(raw)
-            if isinstance(raw, dict)
-            else _RawEnvelope.model_validate_json(raw)
-        )
+        env = _RawEnvelope.model_validate(raw) if isinstance(raw, dict) else _RawEnvelope.model_validate_json(raw)
     except ValidationError as exc:
         raise EnvelopeError(_errors(exc)) from None
     try:

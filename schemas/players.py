@@ -133,6 +133,9 @@ class DepositAuthorization(BaseModel):
     limits: list[Remaining]
 
 
+PlayerStatus = Literal["active", "timed_out", "self_excluded", "blocked"]
+
+
 class ExclusionPublic(Exclusion):
     active: bool
 
@@ -145,7 +148,7 @@ class PlayerPublic(BaseModel):
     registered_at: datetime
     updated_at: datetime
     profile: Profile
-    status: Literal["active", "timed_out", "self_excluded", "blocked"]
+    status: PlayerStatus
     limits: list[Limit]
     pending_limits: list[PendingLimit]
     exclusions: list[ExclusionPublic]

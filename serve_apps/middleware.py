@@ -45,8 +45,14 @@ class PitbossMiddleware:
         request = Request(scope)
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await problem(413, "Payload too large", f"the body may be at most {self.max_body} bytes",
-                          "payload-too-large", request, field="body")(scope, receive, send)
+            await problem(
+                413,
+                "Payload too large",
+                f"the body may be at most {self.max_body} bytes",
+                "payload-too-large",
+                request,
+                field="body",
+            )(scope, receive, send)
             return
         seen = 0
 
@@ -72,16 +78,30 @@ class PitbossMiddleware:
         try:
             await self.app(scope, limited, send_with_id)
         except _TooLarge:
-            await problem(413, "Payload too large", f"the body may be at most {self.max_body} bytes",
-                          "payload-too-large", request, field="body")(scope, receive, send_with_id)
+            await problem(
+                413,
+                "Payload too large",
+                f"the body may be at most {self.max_body} bytes",
+                "payload-too-large",
+                request,
+                field="body",
+            )(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             REQUEST_SECONDS.labels(self.app_name, scope["method"], path, str(status)).observe(elapsed)
             if status >= 500 or log.isEnabledFor(logging.DEBUG):
-                log.info(_json(app=self.app_name, request_id=rid, method=scope["method"], route=path,
-                               status=status, ms=round(elapsed * 1000, 2)))
+                log.info(
+                    _json(
+                        app=self.app_name,
+                        request_id=rid,
+                        method=scope["method"],
+                        route=path,
+                        status=status,
+                        ms=round(elapsed * 1000, 2),
+                    )
+                )
 
 
 def _json(**fields: Any) -> str:

@@ -16,8 +16,9 @@ log = logging.getLogger("pitboss.http")
 PROBLEM = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, slug: str, request: Request | None = None,
-            **extra: Any) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, slug: str, request: Request | None = None, **extra: Any
+) -> JSONResponse:
     body: dict[str, Any] = {
         "type": f"https://pitboss.dev/problems/{slug}",
         "title": title,
@@ -51,8 +52,13 @@ def validation_problem(request: Request | None, errors: list[dict[str, Any]]) ->
     fields = [{"field": _loc(e["loc"]) or "body", "message": e["msg"]} for e in errors]
     first = fields[0]
     return problem(
-        422, "Invalid input", f"{first['field']}: {first['message']}", "invalid-input", request,
-        field=first["field"], errors=fields,
+        422,
+        "Invalid input",
+        f"{first['field']}: {first['message']}",
+        "invalid-input",
+        request,
+        field=first["field"],
+        errors=fields,
     )
 
 
@@ -68,8 +74,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         titles = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
-        return problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail),
-                       f"http-{exc.status_code}", request)
+        return problem(
+            exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail), f"http-{exc.status_code}", request
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -68,8 +68,17 @@ class PlayerStore:
     def append_statements(self, player_id: UUID, entries: list[JournalEntry], epoch: int) -> list[Any]:
         return [
             self._append.bind(
-                (player_id, e.seq // BUCKET_SIZE, e.seq, e.entry_id, e.kind, e.body, e.recorded_at, epoch,
-                 write_timestamp(epoch, e.seq))
+                (
+                    player_id,
+                    e.seq // BUCKET_SIZE,
+                    e.seq,
+                    e.entry_id,
+                    e.kind,
+                    e.body,
+                    e.recorded_at,
+                    epoch,
+                    write_timestamp(epoch, e.seq),
+                )
             )
             for e in entries
         ]
@@ -85,7 +94,9 @@ class PlayerStore:
         for e, stmt in zip(entries, stmts, strict=True):
             batch = by_bucket.setdefault(e.seq // BUCKET_SIZE, BatchStatement(batch_type=BatchType.UNLOGGED))
             batch.add(stmt)
-        await asyncio.gather(*(aexecute(self.session, b, op="journal_append", limit=self.limit) for b in by_bucket.values()))
+        await asyncio.gather(
+            *(aexecute(self.session, b, op="journal_append", limit=self.limit) for b in by_bucket.values())
+        )
 
     async def write_many(self, statements: list[Any], per_batch: int = 64) -> None:
         """Write journal statements of many players in a few unlogged batches, concurrently."""
@@ -107,7 +118,9 @@ class PlayerStore:
         tail: list[JournalEntry] = []
         bucket = after // BUCKET_SIZE
         while True:
-            got = await aexecute(self.session, self._tail, (player_id, bucket, after), op="journal_read", limit=self.limit)
+            got = await aexecute(
+                self.session, self._tail, (player_id, bucket, after), op="journal_read", limit=self.limit
+            )
             tail += [JournalEntry(r["seq"], r["entry_id"], r["kind"], r["body"], _utc(r["recorded_at"])) for r in got]
             if tail:
                 after = tail[-1].seq
@@ -118,14 +131,19 @@ class PlayerStore:
         return Loaded(snapshot, tail)
 
     def creation_statements(
-        self, player_id: UUID, seq: int, state: bytes, seen: bytes, epoch: int,
-        brand: str, home_region: str, registered_at: datetime,
+        self,
+        player_id: UUID,
+        seq: int,
+        state: bytes,
+        seen: bytes,
+        epoch: int,
+        brand: str,
+        home_region: str,
+        registered_at: datetime,
     ) -> list[Any]:
         """The first snapshot and the index row, written with a new player's first entries."""
         return [
-            self._snap_write.bind(
-                (player_id, seq, state, seen, epoch, datetime.now(UTC), write_timestamp(epoch, seq))
-            ),
+            self._snap_write.bind((player_id, seq, state, seen, epoch, datetime.now(UTC), write_timestamp(epoch, seq))),
             self._index.bind((player_id.int % INDEX_BUCKETS, player_id, brand, home_region, registered_at)),
         ]
 

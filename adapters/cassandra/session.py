@@ -48,7 +48,6 @@ def connect(settings: Settings, keyspace: str | None = None) -> tuple[Cluster, S
     return cluster, session
 
 
-
 async def aexecute(
     session: Session,
     query: Any,

@@ -22,8 +22,7 @@ from adapters.cassandra.session import aexecute, connect
 from adapters.settings import get_settings
 from serve_apps import problems
 from serve_apps.middleware import PitbossMiddleware
-from serve_apps.platform import routes_events, routes_ops, routes_players
-from serve_apps.platform import deps
+from serve_apps.platform import deps, routes_events, routes_ops, routes_players
 from serve_apps.platform.deps import KeyCache
 
 log = logging.getLogger("pitboss.platform")

@@ -23,8 +23,11 @@ class EventBatch(BaseModel):
     ]
 
 
-@router.post("/events", response_model=EventBatchResult,
-             summary="Ingest up to 1,000 events; each is accepted, a duplicate, or rejected with a reason")
+@router.post(
+    "/events",
+    response_model=EventBatchResult,
+    summary="Ingest up to 1,000 events; each is accepted, a duplicate, or rejected with a reason",
+)
 async def ingest(body: EventBatch, brand: Brand, app: Platform) -> EventBatchResult:
     outcomes: list[EventOutcome | None] = [None] * len(body.events)
     valid: list[tuple[int, EventEnvelope]] = []
@@ -33,19 +36,28 @@ async def ingest(body: EventBatch, brand: Brand, app: Platform) -> EventBatchRes
         try:
             env = parse_envelope(raw)
         except EnvelopeError as exc:
-            outcomes[i] = EventOutcome(event_id=str(raw_id) if raw_id else None, index=i, status="rejected",
-                                       reason=exc.reason)
+            outcomes[i] = EventOutcome(
+                event_id=str(raw_id) if raw_id else None, index=i, status="rejected", reason=exc.reason
+            )
             continue
         if env.brand != brand:
-            outcomes[i] = EventOutcome(event_id=str(env.event_id), index=i, status="rejected",
-                                       reason="brand: the API key belongs to another brand")
+            outcomes[i] = EventOutcome(
+                event_id=str(env.event_id),
+                index=i,
+                status="rejected",
+                reason="brand: the API key belongs to another brand",
+            )
             continue
         valid.append((i, env))
     if valid:
         results = await app.router.apply_events([env for _, env in valid])
         for (i, env), (status, reason) in zip(valid, results, strict=True):
-            outcomes[i] = EventOutcome(event_id=str(env.event_id), index=i, status=status,  # type: ignore[arg-type]
-                                       reason=reason)
+            outcomes[i] = EventOutcome(
+                event_id=str(env.event_id),
+                index=i,
+                status=status,
+                reason=reason,
+            )
     final = [o for o in outcomes if o is not None]
     return EventBatchResult(
         accepted=sum(o.status == "accepted" for o in final),

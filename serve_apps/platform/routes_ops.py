@@ -30,16 +30,20 @@ async def _timed(name: str, probe: Any) -> tuple[str, dict[str, Any]]:
 
 @router.get("/healthz", summary="Each dependency's state; 503 if any is down")
 async def healthz(app: Platform) -> JSONResponse:
-    checks = dict(await asyncio.gather(
-        _timed("cassandra", app.probe_cassandra()),
-        _timed("redis", app.probe_redis()),
-        _timed("rabbitmq", app.probe_rabbitmq()),
-        _timed("shards", app.probe_shards()),
-        _timed("consumers", app.probe_consumers()),
-    ))
+    checks = dict(
+        await asyncio.gather(
+            _timed("cassandra", app.probe_cassandra()),
+            _timed("redis", app.probe_redis()),
+            _timed("rabbitmq", app.probe_rabbitmq()),
+            _timed("shards", app.probe_shards()),
+            _timed("consumers", app.probe_consumers()),
+        )
+    )
     ok = all(c["status"] == "up" for c in checks.values())
-    return JSONResponse({"status": "up" if ok else "down", "region": app.settings.region, "checks": checks},
-                        status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "up" if ok else "down", "region": app.settings.region, "checks": checks},
+        status_code=200 if ok else 503,
+    )
 
 
 class _ShardSamples:
@@ -68,8 +72,8 @@ async def metrics(app: Platform) -> Response:
         families = []
     shard_names = {f.name for fams in families for f in fams}
     registry = CollectorRegistry()
-    registry.register(_ShardSamples(families))  # type: ignore[arg-type]
-    registry.register(_Local(shard_names))  # type: ignore[arg-type]
+    registry.register(_ShardSamples(families))
+    registry.register(_Local(shard_names))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -28,12 +28,15 @@ def test_a_timeout_outside_24_hours_to_6_weeks_is_refused(hours: int) -> None:
     assert exc.value.errors()[0]["loc"] == ("duration_hours",)
 
 
-@pytest.mark.parametrize("body", [
-    {"kind": "self_exclusion", "duration_months": 5},
-    {"kind": "self_exclusion"},
-    {"kind": "self_exclusion", "duration_months": 6, "indefinite": True},
-    {"kind": "self_exclusion", "duration_hours": 48},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"kind": "self_exclusion", "duration_months": 5},
+        {"kind": "self_exclusion"},
+        {"kind": "self_exclusion", "duration_months": 6, "indefinite": True},
+        {"kind": "self_exclusion", "duration_hours": 48},
+    ],
+)
 def test_a_self_exclusion_needs_six_months_or_indefinite(body: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         ExclusionCreate.model_validate(body)
@@ -65,10 +68,15 @@ def test_nothing_replaces_an_indefinite_self_exclusion() -> None:
 
 def test_an_excluded_player_is_denied_deposits_until_it_ends() -> None:
     state = player()
-    cmd = StartExclusion(player_id=state.player_id, brand="demo", data=ExclusionCreate(kind="timeout", duration_hours=24))
+    cmd = StartExclusion(
+        player_id=state.player_id, brand="demo", data=ExclusionCreate(kind="timeout", duration_hours=24)
+    )
     state = decide(state, cmd, T0, 0).state
     assert status_of(state, T0) == "timed_out"
-    ask = AuthorizeDeposit(player_id=state.player_id, brand="demo",
-                           data=DepositAuthorizationRequest(tx_id="t", amount_minor=10, currency="EUR"))
+    ask = AuthorizeDeposit(
+        player_id=state.player_id,
+        brand="demo",
+        data=DepositAuthorizationRequest(tx_id="t", amount_minor=10, currency="EUR"),
+    )
     assert decide(state, ask, T0 + timedelta(hours=23), 1).body["reasons"] == ["timed_out"]
     assert decide(state, ask, T0 + timedelta(hours=24), 1).body["decision"] == "allow"

@@ -71,12 +71,15 @@ def test_the_lowest_applicable_limit_binds(vals: list[tuple[str, str, int]]) -> 
 
 
 @given(
-    day=st.integers(1, 10_000), week=st.integers(1, 10_000), month=st.integers(1, 10_000),
+    day=st.integers(1, 10_000),
+    week=st.integers(1, 10_000),
+    month=st.integers(1, 10_000),
     spent=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 2_000)), max_size=12),
     amount=st.integers(1, 10_000),
 )
-def test_deposit_is_allowed_only_within_every_limit(day: int, week: int, month: int,
-                                                     spent: list[tuple[int, int]], amount: int) -> None:
+def test_deposit_is_allowed_only_within_every_limit(
+    day: int, week: int, month: int, spent: list[tuple[int, int]], amount: int
+) -> None:
     state = player()
     now = T0
     for days_ago, value in spent:
@@ -84,10 +87,15 @@ def test_deposit_is_allowed_only_within_every_limit(day: int, week: int, month: 
 
         state = d(state, deposit(state, value, at=now - timedelta(days=days_ago)), now, 0).state
     state.limits, state.pending_limits, _ = limits.set_limits(
-        [], [], [setting(day, "day"), setting(week, "week"), setting(month, "month")], "player", now)
+        [], [], [setting(day, "day"), setting(week, "week"), setting(month, "month")], "player", now
+    )
     used = {p: sum(v for ago, v in spent if ago < n) for p, n in limits.WINDOW_DAYS.items()}
-    cmd = AuthorizeDeposit(player_id=state.player_id, brand="demo", command_id="deposit:t",
-                           data=DepositAuthorizationRequest(tx_id="t", amount_minor=amount, currency="EUR"))
+    cmd = AuthorizeDeposit(
+        player_id=state.player_id,
+        brand="demo",
+        command_id="deposit:t",
+        data=DepositAuthorizationRequest(tx_id="t", amount_minor=amount, currency="EUR"),
+    )
     answer = decide(state, cmd, now, 1).body
     fits = all(used[p] + amount <= lim for p, lim in (("day", day), ("week", week), ("month", month)))
     assert (answer["decision"] == "allow") == fits
@@ -103,8 +111,12 @@ def test_holds_make_concurrent_authorizations_stay_within_the_limit(amounts: lis
     state.limits, _, _ = limits.set_limits([], [], [setting(limit)], "player", T0)
     allowed = 0
     for i, amount in enumerate(amounts):
-        cmd = AuthorizeDeposit(player_id=state.player_id, brand="demo", command_id=f"deposit:{i}",
-                               data=DepositAuthorizationRequest(tx_id=str(i), amount_minor=amount, currency="EUR"))
+        cmd = AuthorizeDeposit(
+            player_id=state.player_id,
+            brand="demo",
+            command_id=f"deposit:{i}",
+            data=DepositAuthorizationRequest(tx_id=str(i), amount_minor=amount, currency="EUR"),
+        )
         d = decide(state, cmd, T0, i)
         state = d.state
         if d.body["decision"] == "allow":
@@ -115,8 +127,12 @@ def test_holds_make_concurrent_authorizations_stay_within_the_limit(amounts: lis
 def test_a_failed_deposit_releases_its_hold() -> None:
     state = player()
     state.limits, _, _ = limits.set_limits([], [], [setting(1000)], "player", T0)
-    cmd = AuthorizeDeposit(player_id=state.player_id, brand="demo", command_id="deposit:a",
-                           data=DepositAuthorizationRequest(tx_id="a", amount_minor=800, currency="EUR"))
+    cmd = AuthorizeDeposit(
+        player_id=state.player_id,
+        brand="demo",
+        command_id="deposit:a",
+        data=DepositAuthorizationRequest(tx_id="a", amount_minor=800, currency="EUR"),
+    )
     state = decide(state, cmd, T0, 0).state
     assert limits.held(state, T0) == 800
     state = decide(state, deposit(state, 800, status="failed", tx="a"), T0, 1).state

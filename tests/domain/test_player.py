@@ -64,23 +64,34 @@ def test_another_brand_cannot_touch_the_player() -> None:
 
 def test_a_blocked_player_is_denied_with_the_block_named() -> None:
     s = player()
-    s = decide(s, PlaceBlock(player_id=s.player_id, brand="demo", data=BlockCreate(kind="aml", reason="review")),
-               T0, 0).state
-    ask = AuthorizeDeposit(player_id=s.player_id, brand="demo",
-                           data=DepositAuthorizationRequest(tx_id="t", amount_minor=10, currency="EUR"))
+    s = decide(
+        s, PlaceBlock(player_id=s.player_id, brand="demo", data=BlockCreate(kind="aml", reason="review")), T0, 0
+    ).state
+    ask = AuthorizeDeposit(
+        player_id=s.player_id,
+        brand="demo",
+        data=DepositAuthorizationRequest(tx_id="t", amount_minor=10, currency="EUR"),
+    )
     assert decide(s, ask, T0, 1).body["reasons"] == ["blocked_aml"]
 
 
-ops = st.lists(st.tuples(st.sampled_from(["bet", "win", "dep", "fail", "auth"]), st.integers(1, 5000),
-                         st.integers(0, 3000)), max_size=25)
+ops = st.lists(
+    st.tuples(st.sampled_from(["bet", "win", "dep", "fail", "auth"]), st.integers(1, 5000), st.integers(0, 3000)),
+    max_size=25,
+)
 
 
 @settings(max_examples=40, deadline=None)
 @given(ops=ops)
 def test_replaying_the_journal_rebuilds_the_same_state(ops: list[tuple[str, int, int]]) -> None:
     pid = uuid.uuid4()
-    reg = RegisterPlayer(player_id=pid, brand="demo", home_region="eu", command_id=f"register:{pid}",
-                         data=PlayerCreate(player_id=pid, currency="EUR", country="SE"))
+    reg = RegisterPlayer(
+        player_id=pid,
+        brand="demo",
+        home_region="eu",
+        command_id=f"register:{pid}",
+        data=PlayerCreate(player_id=pid, currency="EUR", country="SE"),
+    )
     journal = []
     live = None
     for i, (op, amount, minutes) in enumerate([("reg", 0, 0), *ops]):
@@ -88,15 +99,23 @@ def test_replaying_the_journal_rebuilds_the_same_state(ops: list[tuple[str, int,
         if op == "reg":
             cmd = reg
         elif op == "auth":
-            cmd = AuthorizeDeposit(player_id=pid, brand="demo", command_id=f"deposit:{i}",
-                                   data=DepositAuthorizationRequest(tx_id=str(i), amount_minor=amount, currency="EUR"))
+            cmd = AuthorizeDeposit(
+                player_id=pid,
+                brand="demo",
+                command_id=f"deposit:{i}",
+                data=DepositAuthorizationRequest(tx_id=str(i), amount_minor=amount, currency="EUR"),
+            )
         else:
             assert live is not None
             kind = {"bet": "game.bet", "win": "game.win"}.get(op, "payment.deposit")
             payload = {"bet_id": str(i), "amount_minor": amount, "currency": "EUR", "game_id": "g"}
             if kind == "payment.deposit":
-                payload = {"tx_id": str(i - 1), "status": "completed" if op == "dep" else "failed",
-                           "amount_minor": amount, "currency": "EUR"}
+                payload = {
+                    "tx_id": str(i - 1),
+                    "status": "completed" if op == "dep" else "failed",
+                    "amount_minor": amount,
+                    "currency": "EUR",
+                }
             cmd = event(live, kind, payload, at=now - timedelta(seconds=1))
         live = decide_entry(live, cmd, now, i, "eu").state
         live = decode_state(encode_state(live))

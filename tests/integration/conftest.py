@@ -47,8 +47,9 @@ def stack() -> Iterator[Settings]:
 
 @pytest.fixture
 async def api(stack: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=API_URL, headers={"Authorization": f"Bearer {API_KEY}"},
-                                 timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=API_URL, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+    ) as client:
         yield client
 
 
@@ -56,15 +57,32 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def envelope(player_id: str, type_: str, payload: dict[str, Any], event_id: str | None = None,
-             brand: str = "demo") -> dict[str, Any]:
-    return {"event_id": event_id or new_id(), "type": type_, "occurred_at": datetime.now(UTC).isoformat(),
-            "player_id": player_id, "brand": brand, "schema_version": 1, "payload": payload}
+def envelope(
+    player_id: str, type_: str, payload: dict[str, Any], event_id: str | None = None, brand: str = "demo"
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id or new_id(),
+        "type": type_,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "player_id": player_id,
+        "brand": brand,
+        "schema_version": 1,
+        "payload": payload,
+    }
 
 
 def bet(player_id: str, amount: int, currency: str = "EUR") -> dict[str, Any]:
-    return envelope(player_id, "game.bet", {"bet_id": new_id(), "amount_minor": amount, "currency": currency,
-                                            "game_id": "starburst", "game_category": "slots"})
+    return envelope(
+        player_id,
+        "game.bet",
+        {
+            "bet_id": new_id(),
+            "amount_minor": amount,
+            "currency": currency,
+            "game_id": "starburst",
+            "game_category": "slots",
+        },
+    )
 
 
 async def register(api: httpx.AsyncClient, currency: str = "EUR", **extra: Any) -> str:

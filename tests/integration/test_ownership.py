@@ -33,8 +33,13 @@ def short_leases(stack: Settings) -> Iterator[None]:
 
 def registration(region: str) -> RegisterPlayer:
     pid = uuid.uuid4()
-    return RegisterPlayer(player_id=pid, brand="demo", home_region=region, command_id=f"register:{pid}",
-                          data=PlayerCreate(player_id=pid, currency="EUR", country="MT"))
+    return RegisterPlayer(
+        player_id=pid,
+        brand="demo",
+        home_region=region,
+        command_id=f"register:{pid}",
+        data=PlayerCreate(player_id=pid, currency="EUR", country="MT"),
+    )
 
 
 async def stop_renewing(shard: PlayerShard) -> None:

@@ -50,8 +50,9 @@ async def test_an_exclusion_denies_deposits_and_cannot_be_shortened(api: httpx.A
     assert r.status_code == 201 and r.json()["status"] == "timed_out"
     r = await api.post(f"/players/{pid}/exclusions", json={"kind": "timeout", "duration_hours": 24})
     assert r.status_code == 409
-    r = await api.post(f"/players/{pid}/deposits/authorize", json={"tx_id": "x1", "amount_minor": 100,
-                                                                    "currency": "EUR"})
+    r = await api.post(
+        f"/players/{pid}/deposits/authorize", json={"tx_id": "x1", "amount_minor": 100, "currency": "EUR"}
+    )
     assert r.json()["decision"] == "deny" and r.json()["reasons"] == ["timed_out"]
     r = await api.post(f"/players/{pid}/exclusions", json={"kind": "self_exclusion", "indefinite": True})
     assert r.status_code == 201 and r.json()["status"] == "self_excluded"
@@ -60,11 +61,14 @@ async def test_an_exclusion_denies_deposits_and_cannot_be_shortened(api: httpx.A
 async def test_fifty_concurrent_authorizations_never_exceed_the_limit(api: httpx.AsyncClient) -> None:
     pid = await register(api)
     await api.put(f"/players/{pid}/limits", json={"limits": [{"kind": "deposit", "period": "day", "value": 10_000}]})
-    answers = await asyncio.gather(*(
-        api.post(f"/players/{pid}/deposits/authorize", json={"tx_id": f"tx-{i}", "amount_minor": 700,
-                                                              "currency": "EUR"})
-        for i in range(50)
-    ))
+    answers = await asyncio.gather(
+        *(
+            api.post(
+                f"/players/{pid}/deposits/authorize", json={"tx_id": f"tx-{i}", "amount_minor": 700, "currency": "EUR"}
+            )
+            for i in range(50)
+        )
+    )
     assert all(a.status_code == 200 for a in answers)
     allowed = [a.json() for a in answers if a.json()["decision"] == "allow"]
     assert len(allowed) == 10_000 // 700
@@ -88,8 +92,9 @@ async def test_a_completed_deposit_turns_its_hold_into_usage(api: httpx.AsyncCli
     pid = await register(api)
     await api.put(f"/players/{pid}/limits", json={"limits": [{"kind": "deposit", "period": "day", "value": 1000}]})
     await api.post(f"/players/{pid}/deposits/authorize", json={"tx_id": "d1", "amount_minor": 600, "currency": "EUR"})
-    done = envelope(pid, "payment.deposit", {"tx_id": "d1", "status": "completed", "amount_minor": 600,
-                                             "currency": "EUR"})
+    done = envelope(
+        pid, "payment.deposit", {"tx_id": "d1", "status": "completed", "amount_minor": 600, "currency": "EUR"}
+    )
     assert (await api.post("/events", json={"events": [done]})).json()["accepted"] == 1
     player = (await api.get(f"/players/{pid}")).json()
     assert player["holds_minor"] == 0 and player["today"]["deposits_minor"] == 600
@@ -113,7 +118,7 @@ async def test_one_bad_event_does_not_sink_the_batch(api: httpx.AsyncClient) -> 
     unknown_player = bet(new_id(), 100)
     other_brand = {**bet(pid, 100), "brand": "other"}
     bad_type = {**bet(pid, 100), "type": "game.jackpot"}
-    r = (await api.post("/events", json={"events": [good, wrong_currency, unknown_player, other_brand, bad_type]}))
+    r = await api.post("/events", json={"events": [good, wrong_currency, unknown_player, other_brand, bad_type]})
     results = r.json()["results"]
     assert [x["status"] for x in results] == ["accepted", "rejected", "rejected", "rejected", "rejected"]
     assert "payload.currency" in results[1]["reason"]
@@ -127,22 +132,62 @@ async def _version(api: httpx.AsyncClient, pid: str) -> int:
 
 
 BAD_REQUESTS: list[tuple[str, str, Any, int, str | None]] = [
-    ("post", "/players/{pid}/deposits/authorize", {"tx_id": "b", "amount_minor": -5, "currency": "EUR"}, 422,
-     "amount_minor"),
-    ("post", "/players/{pid}/deposits/authorize", {"tx_id": "b", "amount_minor": 5.5, "currency": "EUR"}, 422,
-     "amount_minor"),
-    ("post", "/players/{pid}/deposits/authorize", {"tx_id": "b", "amount_minor": "5", "currency": "EUR"}, 422,
-     "amount_minor"),
-    ("post", "/players/{pid}/deposits/authorize", {"tx_id": "b", "amount_minor": 5, "currency": "ZZZ"}, 422,
-     "currency"),
-    ("post", "/players/{pid}/deposits/authorize", {"tx_id": "b", "amount_minor": 5, "currency": "USD"}, 422,
-     "currency"),
-    ("post", "/players/{pid}/deposits/authorize", {"tx_id": "b", "amount_minor": 5, "currency": "EUR", "x": 1}, 422,
-     "x"),
-    ("put", "/players/{pid}/limits", {"limits": [{"kind": "deposit", "period": "year", "value": 5}]}, 422,
-     "limits.0.period"),
-    ("put", "/players/{pid}/limits", {"limits": [{"kind": "deposit", "period": "day", "value": 0}]}, 422,
-     "limits.0.value"),
+    (
+        "post",
+        "/players/{pid}/deposits/authorize",
+        {"tx_id": "b", "amount_minor": -5, "currency": "EUR"},
+        422,
+        "amount_minor",
+    ),
+    (
+        "post",
+        "/players/{pid}/deposits/authorize",
+        {"tx_id": "b", "amount_minor": 5.5, "currency": "EUR"},
+        422,
+        "amount_minor",
+    ),
+    (
+        "post",
+        "/players/{pid}/deposits/authorize",
+        {"tx_id": "b", "amount_minor": "5", "currency": "EUR"},
+        422,
+        "amount_minor",
+    ),
+    (
+        "post",
+        "/players/{pid}/deposits/authorize",
+        {"tx_id": "b", "amount_minor": 5, "currency": "ZZZ"},
+        422,
+        "currency",
+    ),
+    (
+        "post",
+        "/players/{pid}/deposits/authorize",
+        {"tx_id": "b", "amount_minor": 5, "currency": "USD"},
+        422,
+        "currency",
+    ),
+    (
+        "post",
+        "/players/{pid}/deposits/authorize",
+        {"tx_id": "b", "amount_minor": 5, "currency": "EUR", "x": 1},
+        422,
+        "x",
+    ),
+    (
+        "put",
+        "/players/{pid}/limits",
+        {"limits": [{"kind": "deposit", "period": "year", "value": 5}]},
+        422,
+        "limits.0.period",
+    ),
+    (
+        "put",
+        "/players/{pid}/limits",
+        {"limits": [{"kind": "deposit", "period": "day", "value": 0}]},
+        422,
+        "limits.0.value",
+    ),
     ("post", "/players/{pid}/exclusions", {"kind": "timeout", "duration_hours": 2}, 422, "duration_hours"),
     ("patch", "/players/{pid}", {"email": "not-an-email"}, 422, "email"),
     ("patch", "/players/{pid}", {}, 422, None),
@@ -170,14 +215,16 @@ async def test_bad_input_is_a_problem_naming_the_field_and_changes_nothing(
 
 async def test_malformed_json_is_400(api: httpx.AsyncClient) -> None:
     pid = await register(api)
-    r = await api.post(f"/players/{pid}/deposits/authorize", content=b'{"tx_id": "a",',
-                       headers={"content-type": "application/json"})
+    r = await api.post(
+        f"/players/{pid}/deposits/authorize", content=b'{"tx_id": "a",', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and r.json()["field"] == "body"
 
 
 async def test_a_huge_body_is_refused_before_it_is_read(api: httpx.AsyncClient) -> None:
-    r = await api.post("/events", content=b"[" + b" " * (3 * 1024 * 1024) + b"]",
-                       headers={"content-type": "application/json"})
+    r = await api.post(
+        "/events", content=b"[" + b" " * (3 * 1024 * 1024) + b"]", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413 and r.json()["field"] == "body"
 
 
@@ -199,14 +246,17 @@ async def test_a_wrong_or_missing_api_key_is_401(api: httpx.AsyncClient, header:
 async def test_an_idempotency_key_makes_a_retry_return_the_first_answer(api: httpx.AsyncClient) -> None:
     pid = await register(api)
     headers = {"Idempotency-Key": "ex-1"}
-    first = await api.post(f"/players/{pid}/exclusions", json={"kind": "timeout", "duration_hours": 24},
-                           headers=headers)
-    again = await api.post(f"/players/{pid}/exclusions", json={"kind": "timeout", "duration_hours": 24},
-                           headers=headers)
+    first = await api.post(
+        f"/players/{pid}/exclusions", json={"kind": "timeout", "duration_hours": 24}, headers=headers
+    )
+    again = await api.post(
+        f"/players/{pid}/exclusions", json={"kind": "timeout", "duration_hours": 24}, headers=headers
+    )
     assert first.status_code == again.status_code == 201
     assert len(again.json()["exclusions"]) == 1
-    reused = await api.post(f"/players/{pid}/exclusions", json={"kind": "timeout", "duration_hours": 48},
-                            headers=headers)
+    reused = await api.post(
+        f"/players/{pid}/exclusions", json={"kind": "timeout", "duration_hours": 48}, headers=headers
+    )
     assert reused.status_code == 409
 
 
@@ -215,8 +265,12 @@ async def test_health_and_metrics(api: httpx.AsyncClient) -> None:
     assert health["status"] == "up"
     assert set(health["checks"]) == {"cassandra", "redis", "rabbitmq", "shards", "consumers"}
     text = (await api.get("/metrics")).text
-    for name in ("pitboss_http_request_duration_seconds", "pitboss_events_total", "pitboss_shard_active_players",
-                 "pitboss_cassandra_request_seconds"):
+    for name in (
+        "pitboss_http_request_duration_seconds",
+        "pitboss_events_total",
+        "pitboss_shard_active_players",
+        "pitboss_cassandra_request_seconds",
+    ):
         assert name in text
 
 
@@ -232,8 +286,9 @@ async def test_a_brand_cannot_reach_another_brands_player(api: httpx.AsyncClient
     pid = await register(api)
     async with httpx.AsyncClient(base_url=str(api.base_url), headers={"Authorization": f"Bearer {other_key}"}) as rival:
         assert (await rival.get(f"/players/{pid}")).status_code == 403
-        r = await rival.post(f"/players/{pid}/deposits/authorize", json={"tx_id": "r", "amount_minor": 1,
-                                                                          "currency": "EUR"})
+        r = await rival.post(
+            f"/players/{pid}/deposits/authorize", json={"tx_id": "r", "amount_minor": 1, "currency": "EUR"}
+        )
         assert r.status_code == 403
         r = await rival.post("/events", json={"events": [bet(pid, 5)]})
         assert r.json()["results"][0]["status"] == "rejected"
