@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 from actors.ids import id_hash
 from domain.errors import Conflict, NotFound
 from domain.player import AnyCommand, Decision, decide, new_player, register_from_event, remember, view
-from schemas.commands import ApplyEvent, Command, RegisterPlayer
+from schemas.commands import ApplyEvent, AuthorizeDeposit, Command, RegisterPlayer
 from schemas.events import PlayerRegistered, parse_envelope
 from schemas.state import PlayerState
 
@@ -55,6 +55,8 @@ def check_replay(
     stored = state.results.get(cmd.command_id)
     if stored is not None and stored.fingerprint != cmd.fingerprint:
         raise Conflict("this id was used before with a different request", field=_id_field(cmd))
+    if stored is None and isinstance(cmd, AuthorizeDeposit):
+        raise Conflict("this tx_id was decided long ago; its answer is no longer kept", field="tx_id")
     if stored is None or stored.body is None:
         current = view(state, version, now).model_dump(mode="json")
         return Replay(stored.status if stored else 200, current)

@@ -106,20 +106,15 @@ def register_from_event(cmd: ApplyEvent, home_region: str) -> PlayerState:
 def remember(
     state: PlayerState, command_id: str | None, fingerprint: str, status: int, body: dict[str, Any] | None = None
 ) -> None:
-    """Keep the answer for retries; `body` None means a retry gets the player's current view."""
+    """Keep the answer for retries; `body` None means a retry gets the player's current view.
+
+    Only the most recent answers are kept: retries come within seconds, and an older retry is
+    still recognised by the player's id set (it is not applied twice)."""
     if command_id is None:
         return
     state.results[command_id] = StoredResult(fingerprint=fingerprint, status=status, body=body)
     while len(state.results) > MAX_STORED_RESULTS:
-        oldest = next(iter(state.results))
-        tx = oldest.removeprefix("deposit:")
-        if tx in state.holds:
-            # Keep the answer of a live hold; drop the next one instead.
-            state.results[oldest] = state.results.pop(oldest)
-            if all(k.removeprefix("deposit:") in state.holds for k in state.results):
-                break
-            continue
-        del state.results[oldest]
+        del state.results[next(iter(state.results))]
 
 
 def decide(state: PlayerState, cmd: AnyCommand, now: datetime, version: int) -> Decision:

@@ -25,7 +25,7 @@ def bind(deployment: PlatformAPI) -> None:
     _current[:] = [deployment]
 
 
-def platform() -> PlatformAPI:
+async def platform() -> PlatformAPI:
     if not _current:
         raise Unavailable("the platform API is starting")
     return _current[0]
