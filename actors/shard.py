@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -32,13 +33,14 @@ from prometheus_client import REGISTRY, Counter, Gauge
 from actors.grain import Replay, check_replay, decide_entry, decode, encode
 from actors.ids import id_hash, pack, unpack
 from adapters.cassandra.leases import LeaseStore
+from adapters.cassandra.outbox import OutboxRow, OutboxStore
 from adapters.cassandra.players import JournalEntry, PlayerStore
 from adapters.cassandra.session import connect
 from adapters.settings import Settings
 from domain.errors import Forbidden, NotFound, NotHomeRegion, PitbossError, StaleOwner, Unavailable
-from domain.player import AnyCommand, view
+from domain.player import AnyCommand, Decision, view
 from schemas.commands import RegisterPlayer, event_command
-from schemas.events import EventEnvelope
+from schemas.events import EventEnvelope, PitbossEvent
 from schemas.state import PlayerState, decode_state, encode_state
 
 log = logging.getLogger("pitboss.shard")
@@ -98,6 +100,7 @@ class PlayerShard:
         self._init_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._snapshots: set[asyncio.Task[Any]] = set()
+        self._outbox_wake = asyncio.Event()
         self.store: PlayerStore
         self.lease_store: LeaseStore
 
@@ -117,11 +120,13 @@ class PlayerShard:
                 # Leases get their own connections so a burst of player writes cannot delay a renewal.
                 self.lease_cluster, lease_session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
                 self.store = PlayerStore(session, self.settings.cassandra_max_in_flight)
+                self.outbox = OutboxStore(session, self.store.limit)
                 self.lease_store = LeaseStore(lease_session, self.settings.lease_serial_consistency)
             await self._acquire(self.region, wait=self.settings.lease_seconds * 2.5)
             if not self._tasks:
                 self._spawn(self._renew_loop())
                 self._spawn(self._passivate_loop())
+                self._spawn(self._publish_loop())
             return True
 
     def _spawn(self, coro: Any, tasks: set[asyncio.Task[Any]] | None = None) -> None:
@@ -274,14 +279,21 @@ class PlayerShard:
     # ---------------------------------------------------------------- writes
 
     async def _persist(
-        self, pid: UUID, act: Active, entries: list[JournalEntry], state: PlayerState, new_ids: list[int], created: bool
+        self,
+        pid: UUID,
+        act: Active,
+        entries: list[JournalEntry],
+        state: PlayerState,
+        new_ids: list[int],
+        created: bool,
+        outbox: list[Any] | None = None,
     ) -> None:
         try:
             epoch = await self._epoch_for(act.home)
             if created:
                 await self.store.write_many(self._creation(pid, act, entries, state, new_ids, epoch))
             else:
-                await self.store.append(pid, entries, epoch)
+                await self.store.append(pid, entries, epoch, outbox or ())
         except PitbossError:
             self._evict(pid)
             raise
@@ -349,8 +361,59 @@ class PlayerShard:
                 kind, body = encode(cmd)
                 entry = JournalEntry(seq + 1, cmd.command_id or uuid.uuid4().hex, kind, body, now)
                 ids = [id_hash(cmd.command_id)] if cmd.command_id else []
-                await self._persist(pid, act, [entry], decision.state, ids, created)
+                outbox = [] if created else self._outbox_rows(act.home, decision, now)
+                await self._persist(pid, act, [entry], decision.state, ids, created, outbox)
+                if outbox:
+                    self._outbox_wake.set()
             return decision.status, decision.body
+
+    def _outbox_rows(self, home: str, decision: Decision, now: datetime) -> list[Any]:
+        """Decisions the platform should hear about. Deposit decisions are not among them: the
+        platform asked for them and has the answer."""
+        rows = []
+        for type_, payload in decision.events:
+            if type_.startswith("deposit."):
+                continue
+            event = PitbossEvent(
+                event_id=uuid.uuid1(),
+                type=type_,
+                occurred_at=now,
+                player_id=decision.state.player_id,
+                brand=decision.state.brand,
+                payload=payload,
+            )
+            rows.append(
+                self.outbox.insert(home, self.index, OutboxRow(event.event_id, type_, event.model_dump_json().encode()))
+            )
+        return rows
+
+    async def _publish_loop(self) -> None:
+        """Drains this shard's outbox to the bus; at least once, in decision order per shard."""
+        import aio_pika
+
+        from adapters import rabbit
+
+        while True:
+            try:
+                connection = await aio_pika.connect_robust(self.settings.rabbitmq_url, timeout=10)
+                async with connection:
+                    channel = await connection.channel(publisher_confirms=True)
+                    exchange = await channel.declare_exchange(
+                        self.settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+                    )
+                    while True:
+                        for region in list(self.leases):
+                            for row in await self.outbox.pending(region, self.index):
+                                await rabbit.publish(exchange, row.type, row.body, str(row.event_id))
+                                await self.outbox.done(region, self.index, row.event_id)
+                        self._outbox_wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._outbox_wake.wait(), timeout=5.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("outbox publisher of shard %s failed; retrying", self.index, exc_info=True)
+                await asyncio.sleep(2.0)
 
     async def read(self, player_id: UUID, brand: str) -> dict[str, Any]:
         await self.ready()

@@ -51,7 +51,6 @@ class Settings(BaseSettings):
     bootstrap_api_keys: str = "demo:local-only-demo-key"
     api_key_cache_seconds: float = 10.0
     max_body_bytes: int = 2 * 1024 * 1024
-    max_batch: int = 1000
 
     def replication_map(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -83,9 +84,18 @@ class PlayerStore:
             for e in entries
         ]
 
-    async def append(self, player_id: UUID, entries: list[JournalEntry], epoch: int) -> None:
-        """Durable once this returns: every entry written at LOCAL_QUORUM."""
+    async def append(self, player_id: UUID, entries: list[JournalEntry], epoch: int, also: Sequence[Any] = ()) -> None:
+        """Durable once this returns: every entry written at LOCAL_QUORUM.
+
+        `also` are statements that must land with the entries (outbox rows): they go in one
+        logged batch, which Cassandra applies completely or not at all."""
         stmts = self.append_statements(player_id, entries, epoch)
+        if also:
+            batch = BatchStatement(batch_type=BatchType.LOGGED)
+            for stmt in [*stmts, *also]:
+                batch.add(stmt)
+            await aexecute(self.session, batch, op="journal_append_logged", limit=self.limit)
+            return
         if len(stmts) == 1:
             await aexecute(self.session, stmts[0], op="journal_append", limit=self.limit)
             return

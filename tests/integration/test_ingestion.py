@@ -134,3 +134,32 @@ async def test_http_batches_retried_through_a_shard_crash_apply_exactly_once(
     os.kill(victim, signal.SIGKILL)
     await sender
     assert await wait_for_totals(api, expected, timeout=30) == expected
+
+
+async def test_pitboss_publishes_its_own_decisions_on_the_bus(api: httpx.AsyncClient, stack: Settings) -> None:
+    conn = await aio_pika.connect(stack.rabbitmq_url)
+    async with conn:
+        channel = await conn.channel()
+        exchange = await channel.declare_exchange(stack.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        for key in ("limits.changed", "exclusion.started", "block.placed"):
+            await queue.bind(exchange, routing_key=key)
+        pid = await register(api)
+        await api.put(f"/players/{pid}/limits", json={"limits": [{"kind": "loss", "period": "week", "value": 900}]})
+        await api.post(f"/players/{pid}/exclusions", json={"kind": "timeout", "duration_hours": 48})
+        await api.post(f"/players/{pid}/blocks", json={"kind": "kyc", "reason": "documents expired"})
+        got: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(got) < 3:
+            msg = await queue.get(fail=False, timeout=5)
+            if msg is None:
+                await asyncio.sleep(0.2)
+                continue
+            await msg.ack()
+            body = json.loads(msg.body)
+            if body["player_id"] == pid:
+                got[body["type"]] = body
+    assert set(got) == {"limits.changed", "exclusion.started", "block.placed"}
+    assert got["limits.changed"]["payload"]["changes"][0]["kind"] == "loss"
+    assert got["block.placed"]["payload"]["reason"] == "documents expired"
+    assert all(g["brand"] == "demo" and g["event_id"] for g in got.values())
