@@ -318,17 +318,18 @@ def ray_client_env() -> dict[str, str]:
 
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes Ray keep 127.0.0.1 as the node and bootstrap address
     instead of rewriting it to the machine's LAN address; the cluster only listens on loopback.
+    Empty for an external Ray (`PITBOSS_RAY_ADDRESS`): its token comes from the caller's environment.
     """
-    env = {
+    if external("PITBOSS_RAY_ADDRESS") is not None:
+        return {}
+    return {
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(RAY_TOKEN),
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_ADDRESS": f"{RAY_HOST}:{RAY_PORT}",
     }
-    if external("PITBOSS_RAY_ADDRESS") is None:
-        env["RAY_ADDRESS"] = f"{RAY_HOST}:{RAY_PORT}"
-    return env
 
 
 def local_env(two_dc: bool = False) -> dict[str, str]:
@@ -357,8 +358,9 @@ def child_env(two_dc: bool) -> dict[str, str]:
 
 def apply_client_env() -> None:
     """Put `ray_client_env()` into this process; refresh Ray's import-time config if Ray is loaded."""
-    os.environ.update(ray_client_env())
-    if "ray" not in sys.modules:
+    env = ray_client_env()
+    os.environ.update(env)
+    if not env or "ray" not in sys.modules:
         return
     try:
         constants: Any = importlib.import_module("ray._private.ray_constants")
@@ -477,6 +479,7 @@ def cassandra_argv(node: CassandraNode) -> list[str]:
         f"-Dcassandra.config=file://{node.conf / 'cassandra.yaml'}",
         "-Dcassandra-foreground=yes",
         f"-Dcassandra.storagedir={node.home}",
+        "-Dcassandra.skip_wait_for_gossip_to_settle=0",
         f"-Dcom.sun.management.jmxremote.port={node.jmx_port}",
         f"-Dcom.sun.management.jmxremote.rmi.port={node.jmx_port}",
         "-Dcom.sun.management.jmxremote.host=127.0.0.1",
@@ -901,14 +904,19 @@ def run_step(what: str, argv: list[str], env: dict[str, str], timeout: float = 6
         raise StackError(f"{what} failed (exit {done.returncode})")
 
 
-def http_status(url: str, timeout: float = 3.0) -> int | None:
+def http_get(url: str, timeout: float = 3.0) -> tuple[int | None, str]:
+    """Status and the start of the body; (None, reason) if nothing answered."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status)
+            return int(response.status), response.read(400).decode(errors="replace")
     except urllib.error.HTTPError as exc:
-        return exc.code
-    except (OSError, ValueError):
-        return None
+        return exc.code, exc.read(400).decode(errors="replace")
+    except (OSError, ValueError) as exc:
+        return None, str(exc)
+
+
+def http_status(url: str, timeout: float = 3.0) -> int | None:
+    return http_get(url, timeout)[0]
 
 
 def serve_healthy() -> bool:
@@ -955,8 +963,8 @@ def deploy_serve(two_dc: bool) -> bool:
         if failures:
             raise StackError("serve deploy failed:\n" + "\n".join(failures))
         if time.monotonic() > deadline:
-            last = http_status(HEALTHZ_URL)
-            raise StackError(f"serve: {HEALTHZ_URL} not 200 after {SERVE_TIMEOUT:.0f}s (last: {last})")
+            code, body = http_get(HEALTHZ_URL)
+            raise StackError(f"serve: {HEALTHZ_URL} not 200 after {SERVE_TIMEOUT:.0f}s; last answer {code}: {body}")
         time.sleep(2.0)
     say("serve: healthy")
     return True
