@@ -34,24 +34,30 @@ def pitboss_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("PITBOSS_")}
 
 
-def ensure_shards(settings: Settings) -> list[Any]:
-    """Get or create the region's shards (detached, restarted by Ray when they die)."""
-    remote = ray.remote(PlayerShard)
-    handles = []
-    for i in range(settings.shards):
-        handles.append(
-            remote.options(
-                name=shard_name(settings.region, i),
-                namespace=settings.ray_namespace,
-                lifetime="detached",
-                get_if_exists=True,
-                max_restarts=-1,
-                max_task_retries=0,
-                max_concurrency=4000,
-                num_cpus=0,
-            ).remote(settings.region, i, settings.shards, pitboss_env())
+def detached(actor_class: type, name: str, settings: Settings, max_concurrency: int, *args: Any) -> Any:
+    """Get or create a named actor that outlives its creator and that Ray restarts when it dies."""
+    return (
+        ray.remote(actor_class)
+        .options(
+            name=name,
+            namespace=settings.ray_namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_task_retries=0,
+            max_concurrency=max_concurrency,
+            num_cpus=0,
         )
-    return handles
+        .remote(*args, pitboss_env())
+    )
+
+
+def ensure_shards(settings: Settings) -> list[Any]:
+    """Get or create the region's shards."""
+    return [
+        detached(PlayerShard, shard_name(settings.region, i), settings, 4000, settings.region, i, settings.shards)
+        for i in range(settings.shards)
+    ]
 
 
 async def call(ref: Awaitable[T], timeout: float = CALL_TIMEOUT) -> T:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import ray
-
 from actors.consumer import EventConsumer
-from actors.router import pitboss_env
+from actors.router import detached
 from adapters.settings import Settings
 
 
@@ -17,17 +15,7 @@ def consumer_name(region: str, index: int) -> str:
 
 
 def ensure_consumers(settings: Settings) -> list[Any]:
-    remote = ray.remote(EventConsumer)
     return [
-        remote.options(
-            name=consumer_name(settings.region, i),
-            namespace=settings.ray_namespace,
-            lifetime="detached",
-            get_if_exists=True,
-            max_restarts=-1,
-            max_task_retries=0,
-            max_concurrency=64,
-            num_cpus=0,
-        ).remote(settings.region, i, pitboss_env())
+        detached(EventConsumer, consumer_name(settings.region, i), settings, 64, settings.region, i)
         for i in range(settings.consumers)
     ]

@@ -15,17 +15,9 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 from adapters.settings import Settings
+from schemas.events import PAYLOADS
 
-PLATFORM_TYPES = (
-    "player.registered",
-    "player.updated",
-    "session.started",
-    "session.ended",
-    "payment.deposit",
-    "payment.withdrawal",
-    "game.bet",
-    "game.win",
-)
+PLATFORM_TYPES = tuple(PAYLOADS)
 
 
 def dlq_name(settings: Settings) -> str:

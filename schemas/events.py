@@ -7,13 +7,13 @@ type is rejected with the field that is wrong.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, SerializeAsAny, ValidationError
 
 from schemas.common import AmountMinor, AwareDatetime, Brand, Country, Currency
+from schemas.profile import ProfileFields, TrafficSource
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -22,26 +22,14 @@ class Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PlayerRegistered(Payload):
+class PlayerRegistered(Payload, ProfileFields):
     currency: Currency
     country: Country
-    email: Annotated[str, Field(max_length=254)] | None = None
-    phone: Annotated[str, Field(max_length=32)] | None = None
-    first_name: Annotated[str, Field(max_length=100)] | None = None
-    last_name: Annotated[str, Field(max_length=100)] | None = None
-    birth_date: date | None = None
-    language: Annotated[str, Field(min_length=2, max_length=8)] | None = None
-    traffic_source: Annotated[str, Field(max_length=64)] | None = None
+    traffic_source: TrafficSource | None = None
     home_region: Annotated[str, Field(max_length=32)] | None = None
 
 
-class PlayerUpdated(Payload):
-    email: Annotated[str, Field(max_length=254)] | None = None
-    phone: Annotated[str, Field(max_length=32)] | None = None
-    first_name: Annotated[str, Field(max_length=100)] | None = None
-    last_name: Annotated[str, Field(max_length=100)] | None = None
-    birth_date: date | None = None
-    language: Annotated[str, Field(min_length=2, max_length=8)] | None = None
+class PlayerUpdated(Payload, ProfileFields):
     country: Country | None = None
 
 
@@ -59,37 +47,36 @@ DepositStatus = Literal["requested", "completed", "failed", "cancelled"]
 WithdrawalStatus = Literal["requested", "approved", "paid", "rejected", "cancelled"]
 
 
-class DepositEvent(Payload):
+class _Money(Payload):
+    amount_minor: AmountMinor
+    currency: Currency
+
+
+class _Payment(_Money):
     tx_id: Annotated[str, Field(min_length=1, max_length=64)]
+    method: Annotated[str, Field(max_length=32)] | None = None
+
+
+class DepositEvent(_Payment):
     status: DepositStatus
-    amount_minor: AmountMinor
-    currency: Currency
-    method: Annotated[str, Field(max_length=32)] | None = None
 
 
-class WithdrawalEvent(Payload):
-    tx_id: Annotated[str, Field(min_length=1, max_length=64)]
+class WithdrawalEvent(_Payment):
     status: WithdrawalStatus
-    amount_minor: AmountMinor
-    currency: Currency
-    method: Annotated[str, Field(max_length=32)] | None = None
 
 
-class GameBet(Payload):
+class _Game(_Money):
     bet_id: Annotated[str, Field(min_length=1, max_length=64)]
-    amount_minor: AmountMinor
-    currency: Currency
     game_id: Annotated[str, Field(min_length=1, max_length=64)]
     game_category: Annotated[str, Field(max_length=32)] = "slots"
+
+
+class GameBet(_Game):
     session_id: Annotated[str, Field(max_length=64)] | None = None
 
 
-class GameWin(Payload):
-    bet_id: Annotated[str, Field(min_length=1, max_length=64)]
-    amount_minor: AmountMinor
-    currency: Currency
-    game_id: Annotated[str, Field(min_length=1, max_length=64)]
-    game_category: Annotated[str, Field(max_length=32)] = "slots"
+class GameWin(_Game):
+    pass
 
 
 PAYLOADS: dict[str, type[Payload]] = {

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from schemas.common import AmountMinor, Country, Currency
+from schemas.profile import ProfileFields, TrafficSource
 from schemas.state import (
     Block,
     BlockKind,
@@ -22,10 +23,6 @@ from schemas.state import (
     Profile,
 )
 
-Name = Annotated[str, Field(min_length=1, max_length=100)]
-Email = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
-Phone = Annotated[str, Field(max_length=32, pattern=r"^\+?[0-9 ()-]{4,31}$")]
-Language = Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")]
 IdKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 
 
@@ -33,26 +30,14 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PlayerCreate(_Body):
+class PlayerCreate(_Body, ProfileFields):
     player_id: UUID
     currency: Currency
     country: Country
-    email: Email | None = None
-    phone: Phone | None = None
-    first_name: Name | None = None
-    last_name: Name | None = None
-    birth_date: date | None = None
-    language: Language | None = None
-    traffic_source: Annotated[str, Field(max_length=64)] | None = None
+    traffic_source: TrafficSource | None = None
 
 
-class PlayerUpdate(_Body):
-    email: Email | None = None
-    phone: Phone | None = None
-    first_name: Name | None = None
-    last_name: Name | None = None
-    birth_date: date | None = None
-    language: Language | None = None
+class PlayerUpdate(_Body, ProfileFields):
     country: Country | None = None
 
     @model_validator(mode="after")

@@ -44,16 +44,7 @@ class PitbossMiddleware:
         scope.setdefault("state", {})["request_id"] = rid
         request = Request(scope)
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await problem(
-                413,
-                "Payload too large",
-                f"the body may be at most {self.max_body} bytes",
-                "payload-too-large",
-                request,
-                field="body",
-            )(scope, receive, send)
-            return
+        declared_too_large = length is not None and (not length.isdigit() or int(length) > self.max_body)
         seen = 0
 
         async def limited() -> Message:
@@ -76,6 +67,8 @@ class PitbossMiddleware:
             await send(message)
 
         try:
+            if declared_too_large:
+                raise _TooLarge
             await self.app(scope, limited, send_with_id)
         except _TooLarge:
             await problem(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
+from domain.player import AnyCommand
 from schemas.commands import (
     AuthorizeDeposit,
     LiftBlock,
@@ -30,30 +32,50 @@ from schemas.players import (
 from schemas.state import BlockKind
 from serve_apps.platform.deps import Brand, IdempotencyKey, Platform, fingerprint
 
+if TYPE_CHECKING:
+    from serve_apps.platform.app import PlatformAPI
+
 router = APIRouter(prefix="/players", tags=["players"])
 
 
-def _answer(result: tuple[int, dict[str, Any]]) -> JSONResponse:
-    status, body = result
-    return JSONResponse(body, status_code=status)
-
-
-def _keyed(name: str, key: str | None) -> str | None:
-    return f"{name}:{key}" if key else None
+async def _run(
+    app: PlatformAPI,
+    cmd_type: type[AnyCommand],
+    name: str,
+    player_id: UUID,
+    brand: str,
+    key: str | None,
+    body: BaseModel | str,
+    **fields: Any,
+) -> JSONResponse:
+    """Send one command to the player's actor; `key` (an id from the body or the
+    Idempotency-Key header) makes a retry return the first answer."""
+    data = body.model_dump(mode="json", exclude_unset=True) if isinstance(body, BaseModel) else body
+    if isinstance(body, BaseModel):
+        fields["data"] = body
+    cmd = cmd_type(
+        player_id=player_id,
+        brand=brand,
+        command_id=f"{name}:{key}" if key else None,
+        fingerprint=fingerprint(name, data),
+        **fields,
+    )
+    status, answer = await app.router.command(cmd)
+    return JSONResponse(answer, status_code=status)
 
 
 @router.post("", status_code=201, response_model=PlayerPublic, summary="Register a player (idempotent on player_id)")
 async def register(body: PlayerCreate, brand: Brand, app: Platform) -> JSONResponse:
-    data = body.model_dump(mode="json")
-    cmd = RegisterPlayer(
-        player_id=body.player_id,
-        brand=brand,
+    return await _run(
+        app,
+        RegisterPlayer,
+        "register",
+        body.player_id,
+        brand,
+        str(body.player_id),
+        body,
         home_region=app.settings.region,
-        data=body,
-        command_id=f"register:{body.player_id}",
-        fingerprint=fingerprint("register", data),
     )
-    return _answer(await app.router.command(cmd))
 
 
 @router.get("/{player_id}", response_model=PlayerPublic, summary="Live profile, limits, exclusions, counters")
@@ -65,15 +87,7 @@ async def get_player(player_id: UUID, brand: Brand, app: Platform) -> JSONRespon
 async def update_player(
     player_id: UUID, body: PlayerUpdate, brand: Brand, app: Platform, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
-    data = body.model_dump(mode="json", exclude_unset=True)
-    cmd = UpdateProfile(
-        player_id=player_id,
-        brand=brand,
-        data=body,
-        command_id=_keyed("profile", idempotency_key),
-        fingerprint=fingerprint("profile", data),
-    )
-    return _answer(await app.router.command(cmd))
+    return await _run(app, UpdateProfile, "profile", player_id, brand, idempotency_key, body)
 
 
 @router.put(
@@ -84,14 +98,7 @@ async def update_player(
 async def set_limits(
     player_id: UUID, body: LimitsUpdate, brand: Brand, app: Platform, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
-    cmd = SetLimits(
-        player_id=player_id,
-        brand=brand,
-        data=body,
-        command_id=_keyed("limits", idempotency_key),
-        fingerprint=fingerprint("limits", body.model_dump(mode="json")),
-    )
-    return _answer(await app.router.command(cmd))
+    return await _run(app, SetLimits, "limits", player_id, brand, idempotency_key, body)
 
 
 @router.post(
@@ -103,14 +110,7 @@ async def set_limits(
 async def start_exclusion(
     player_id: UUID, body: ExclusionCreate, brand: Brand, app: Platform, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
-    cmd = StartExclusion(
-        player_id=player_id,
-        brand=brand,
-        data=body,
-        command_id=_keyed("exclusion", idempotency_key),
-        fingerprint=fingerprint("exclusion", body.model_dump(mode="json")),
-    )
-    return _answer(await app.router.command(cmd))
+    return await _run(app, StartExclusion, "exclusion", player_id, brand, idempotency_key, body)
 
 
 @router.post(
@@ -119,30 +119,16 @@ async def start_exclusion(
 async def place_block(
     player_id: UUID, body: BlockCreate, brand: Brand, app: Platform, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
-    cmd = PlaceBlock(
-        player_id=player_id,
-        brand=brand,
-        data=body,
-        command_id=_keyed("block", idempotency_key),
-        fingerprint=fingerprint("block", body.model_dump(mode="json")),
-        actor=f"platform:{brand}",
-    )
-    return _answer(await app.router.command(cmd))
+    return await _run(app, PlaceBlock, "block", player_id, brand, idempotency_key, body, actor=f"platform:{brand}")
 
 
 @router.delete("/{player_id}/blocks/{kind}", response_model=PlayerPublic, summary="Lift a block")
 async def lift_block(
     player_id: UUID, kind: BlockKind, brand: Brand, app: Platform, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
-    cmd = LiftBlock(
-        player_id=player_id,
-        brand=brand,
-        block=kind,
-        command_id=_keyed("unblock", idempotency_key),
-        fingerprint=fingerprint("unblock", kind),
-        actor=f"platform:{brand}",
+    return await _run(
+        app, LiftBlock, "unblock", player_id, brand, idempotency_key, kind, block=kind, actor=f"platform:{brand}"
     )
-    return _answer(await app.router.command(cmd))
 
 
 @router.post(
@@ -153,11 +139,4 @@ async def lift_block(
 async def authorize_deposit(
     player_id: UUID, body: DepositAuthorizationRequest, brand: Brand, app: Platform
 ) -> JSONResponse:
-    cmd = AuthorizeDeposit(
-        player_id=player_id,
-        brand=brand,
-        data=body,
-        command_id=f"deposit:{body.tx_id}",
-        fingerprint=fingerprint("deposit", body.model_dump(mode="json")),
-    )
-    return _answer(await app.router.command(cmd))
+    return await _run(app, AuthorizeDeposit, "deposit", player_id, brand, body.tx_id, body)
