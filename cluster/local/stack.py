@@ -466,7 +466,7 @@ def write_cassandra_conf(node: CassandraNode) -> None:
     (node.conf / "logback.xml").write_text(LOGBACK_XML)
 
 
-def cassandra_argv(node: CassandraNode) -> list[str]:
+def cassandra_argv(node: CassandraNode, load_ring_state: bool) -> list[str]:
     argv = [
         "java",
         "-Xms512m",
@@ -480,6 +480,7 @@ def cassandra_argv(node: CassandraNode) -> list[str]:
         "-Dcassandra-foreground=yes",
         f"-Dcassandra.storagedir={node.home}",
         "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+        f"-Dcassandra.load_ring_state={str(load_ring_state).lower()}",
         f"-Dcom.sun.management.jmxremote.port={node.jmx_port}",
         f"-Dcom.sun.management.jmxremote.rmi.port={node.jmx_port}",
         "-Dcom.sun.management.jmxremote.host=127.0.0.1",
@@ -548,19 +549,44 @@ def cassandra_ready(node: CassandraNode) -> bool:
     return True
 
 
+def absent_nodes(node: CassandraNode) -> list[CassandraNode]:
+    return [n for n in NODES.values() if n is not node and recorded(n.service) is None]
+
+
 def start_cassandra(node: CassandraNode) -> Record | None:
-    """Start the node unless it already runs; returns the record if this call started it."""
+    """Start the node unless it already runs; returns the record if this call started it.
+
+    A node started while the other one is down does not load the saved ring, so a one-DC stack
+    after an earlier `--two-dc` run has no dead `us` node in it (see `forget_absent_peers`).
+    """
     if recorded(node.service) is not None:
         return None
     if not (CASSANDRA_HOME / "lib").is_dir():
         raise StackError(f"Cassandra is not installed at {CASSANDRA_HOME}; run `make install`")
     ensure_port_free(node.service, node.address, CQL_PORT, "PITBOSS_CASSANDRA_CONTACT_POINTS")
     write_cassandra_conf(node)
-    return spawn(node.service, cassandra_argv(node), cwd=node.home)
+    return spawn(node.service, cassandra_argv(node, load_ring_state=not absent_nodes(node)), cwd=node.home)
 
 
-def wait_cassandra(node: CassandraNode) -> None:
+def forget_absent_peers(node: CassandraNode) -> None:
+    """Drop the nodes that are not running from `system.peers` of a node started without ring state.
+
+    The driver reads that table: a dead peer in it makes every schema change wait 10 s for an
+    agreement that never comes. A node that starts later rejoins through gossip.
+    """
+    absent = absent_nodes(node)
+    if not absent:
+        return
+    with cql_session(node.address) as session:
+        for other in absent:
+            session.execute("DELETE FROM system.peers WHERE peer = %s", (other.address,))
+    say(f"{node.service}: started without " + ", ".join(n.service for n in absent) + " in its ring")
+
+
+def wait_cassandra(node: CassandraNode, started: bool = False) -> None:
     wait_until(node.service, lambda: cassandra_ready(node), CASSANDRA_TIMEOUT, recorded(node.service))
+    if started:
+        forget_absent_peers(node)
 
 
 def wait_peers(nodes: list[CassandraNode]) -> None:
@@ -1052,16 +1078,18 @@ def up(two_dc: bool = False, serve: bool = True, demo: bool = True, result: UpRe
     if use_cassandra and not two_dc and recorded(NODES["us"].service) is not None:
         say("cassandra-us: running from an earlier --two-dc start; left as it is")
 
-    def started(rec: Record | None, name: str) -> None:
+    def started(rec: Record | None, name: str) -> bool:
         if rec is None:
             _note_running(name)
-        else:
-            result.started.append(name)
-            say(f"{name}: started (pid {rec.pid})")
+            return False
+        result.started.append(name)
+        say(f"{name}: started (pid {rec.pid})")
+        return True
 
     try:
+        seed_started = False
         if nodes:
-            started(start_cassandra(SEED), SEED.service)
+            seed_started = started(start_cassandra(SEED), SEED.service)
         if use_redis:
             started(start_redis(), "redis")
         if use_rabbit:
@@ -1073,10 +1101,9 @@ def up(two_dc: bool = False, serve: bool = True, demo: bool = True, result: UpRe
             ray_start = pool.submit(start_ray) if use_ray else None
             try:
                 if nodes:
-                    wait_cassandra(SEED)
+                    wait_cassandra(SEED, started=seed_started)
                     for node in nodes[1:]:
-                        started(start_cassandra(node), node.service)
-                        wait_cassandra(node)
+                        wait_cassandra(node, started=started(start_cassandra(node), node.service))
                     wait_peers(nodes)
                     say("cassandra: ready (" + ", ".join(f"{n.name} {n.address}:{CQL_PORT}" for n in nodes) + ")")
             finally:
@@ -1163,8 +1190,7 @@ def start_node(name: str) -> None:
     """Start one Cassandra node again and wait until it serves CQL and gossips with the other node."""
     node = NODES[name]
     with stack_lock():
-        start_cassandra(node)
-        wait_cassandra(node)
+        wait_cassandra(node, started=start_cassandra(node) is not None)
         others = [n for n in NODES.values() if n is not node and recorded(n.service) is not None]
         wait_peers([node, *others])
 
