@@ -36,13 +36,23 @@ spec:
           containers:
             - name: ray-head
               image: ghcr.io/pitboss/pitboss:latest
-              env:
-                - {{name: RAY_SERVE_ENABLE_HA_PROXY, value: "1"}}
-                - {{name: RAY_SERVE_THROUGHPUT_OPTIMIZED, value: "1"}}
-                - {{name: PITBOSS_CASSANDRA_CONTACT_POINTS, valueFrom: {{configMapKeyRef: {{name: pitboss-{region}, key: cassandra_contact_points}}}}}}
-                - {{name: PITBOSS_CASSANDRA_PASSWORD, valueFrom: {{secretKeyRef: {{name: pitboss-{region}, key: cassandra_password}}}}}}
-                - {{name: PITBOSS_RABBITMQ_URL, valueFrom: {{secretKeyRef: {{name: pitboss-{region}, key: rabbitmq_url}}}}}}
-                - {{name: PITBOSS_REDIS_URL, valueFrom: {{secretKeyRef: {{name: pitboss-{region}, key: redis_url}}}}}}
+              env: &pitboss-env
+                - name: RAY_SERVE_ENABLE_HA_PROXY
+                  value: "1"
+                - name: RAY_SERVE_THROUGHPUT_OPTIMIZED
+                  value: "1"
+                - name: PITBOSS_CASSANDRA_CONTACT_POINTS
+                  valueFrom:
+                    configMapKeyRef: {{name: pitboss-{region}, key: cassandra_contact_points}}
+                - name: PITBOSS_CASSANDRA_PASSWORD
+                  valueFrom:
+                    secretKeyRef: {{name: pitboss-{region}, key: cassandra_password}}
+                - name: PITBOSS_RABBITMQ_URL
+                  valueFrom:
+                    secretKeyRef: {{name: pitboss-{region}, key: rabbitmq_url}}
+                - name: PITBOSS_REDIS_URL
+                  valueFrom:
+                    secretKeyRef: {{name: pitboss-{region}, key: redis_url}}
               resources:
                 limits: {{cpu: "4", memory: 8Gi}}
                 requests: {{cpu: "2", memory: 8Gi}}
@@ -61,13 +71,7 @@ spec:
             containers:
               - name: ray-worker
                 image: ghcr.io/pitboss/pitboss:latest
-                env:
-                  - {{name: RAY_SERVE_ENABLE_HA_PROXY, value: "1"}}
-                  - {{name: RAY_SERVE_THROUGHPUT_OPTIMIZED, value: "1"}}
-                  - {{name: PITBOSS_CASSANDRA_CONTACT_POINTS, valueFrom: {{configMapKeyRef: {{name: pitboss-{region}, key: cassandra_contact_points}}}}}}
-                  - {{name: PITBOSS_CASSANDRA_PASSWORD, valueFrom: {{secretKeyRef: {{name: pitboss-{region}, key: cassandra_password}}}}}}
-                  - {{name: PITBOSS_RABBITMQ_URL, valueFrom: {{secretKeyRef: {{name: pitboss-{region}, key: rabbitmq_url}}}}}}
-                  - {{name: PITBOSS_REDIS_URL, valueFrom: {{secretKeyRef: {{name: pitboss-{region}, key: redis_url}}}}}}
+                env: *pitboss-env
                 resources:
                   limits: {{cpu: "8", memory: 16Gi}}
                   requests: {{cpu: "8", memory: 16Gi}}

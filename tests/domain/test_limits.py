@@ -17,7 +17,7 @@ periods = st.sampled_from(["day", "week", "month"])
 
 
 def setting(value: int | None, period: str = "day", kind: str = "deposit") -> LimitSetting:
-    return LimitSetting(kind=kind, period=period, value=value)  # type: ignore[arg-type]
+    return LimitSetting.model_validate({"kind": kind, "period": period, "value": value})
 
 
 @given(first=values, second=values, period=periods)
@@ -63,7 +63,10 @@ def test_repeating_an_increase_does_not_restart_the_clock() -> None:
 
 @given(vals=st.lists(st.tuples(st.sampled_from(["player", "operator"]), periods, values), min_size=1, max_size=6))
 def test_the_lowest_applicable_limit_binds(vals: list[tuple[str, str, int]]) -> None:
-    lims = [Limit(kind="deposit", period=p, value=v, source=src, set_at=T0) for src, p, v in vals]  # type: ignore[arg-type]
+    lims = [
+        Limit.model_validate({"kind": "deposit", "period": p, "value": v, "source": src, "set_at": T0})
+        for src, p, v in vals
+    ]
     binding = limits.binding_limits(lims)
     for (kind, period), value in binding.items():
         assert value == min(v for _, p, v in vals if p == period)
@@ -89,7 +92,7 @@ def test_deposit_is_allowed_only_within_every_limit(
     state.limits, state.pending_limits, _ = limits.set_limits(
         [], [], [setting(day, "day"), setting(week, "week"), setting(month, "month")], "player", now
     )
-    used = {p: sum(v for ago, v in spent if ago < n) for p, n in limits.WINDOW_DAYS.items()}
+    used: dict[str, int] = {p: sum(v for ago, v in spent if ago < n) for p, n in limits.WINDOW_DAYS.items()}
     cmd = AuthorizeDeposit(
         player_id=state.player_id,
         brand="demo",

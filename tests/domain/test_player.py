@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -96,6 +97,7 @@ def test_replaying_the_journal_rebuilds_the_same_state(ops: list[tuple[str, int,
     live = None
     for i, (op, amount, minutes) in enumerate([("reg", 0, 0), *ops]):
         now = T0 + timedelta(minutes=minutes)
+        cmd: Any
         if op == "reg":
             cmd = reg
         elif op == "auth":

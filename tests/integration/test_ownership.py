@@ -70,8 +70,8 @@ async def test_a_second_owner_waits_and_a_stale_owner_is_refused(short_leases: N
     stale = UpdateProfile(player_id=reg.player_id, brand="demo", data=PlayerUpdate(first_name="Stale"))
     with pytest.raises(StaleOwner):
         await first.command(stale)
-    status, body = await second.read(reg.player_id, "demo"), None
-    assert status["profile"]["first_name"] == "New"
+    current = await second.read(reg.player_id, "demo")
+    assert current["profile"]["first_name"] == "New"
     await stop_renewing(second)
 
 

@@ -66,7 +66,6 @@ async def test_a_player_written_through_eu_is_read_through_us(api: httpx.AsyncCl
     assert us_view["lifetime"]["bets_minor"] == 200
     # Writes go to the home region while it is alive.
     with pytest.raises(NotHomeRegion):
-        await us_shard.command(UpdateProfile(player_id=UUID(pid), brand="demo",
-                                             data=PlayerUpdate(first_name="Nope")))
+        await us_shard.command(UpdateProfile(player_id=UUID(pid), brand="demo", data=PlayerUpdate(first_name="Nope")))
     for task in list(us_shard._tasks):
         task.cancel()
