@@ -2,7 +2,7 @@
 
 - Closed loop: C connections (default 32) each sending the next request as soon as the last
   one answered. `wrk` with benchmarks/authorize.lua when it is installed (`apt-get install
-  wrk`): a C client that leaves the 2-core box's CPU to the server; else a Python loop.
+  wrk`): a C client that leaves the 2-core box's CPU to the server; else an aiohttp loop.
 - Open loop: a fixed R requests/s (default 100) for D seconds, each request timed from when
   it was due, so a slow answer cannot hide the requests queued behind it.
 - The same two measurements against benchmarks/trivial_app.py under a plain uvicorn on
@@ -25,14 +25,15 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
-from benchmarks.common import Report, Target, client, ms, percentile, register_players, say
+from benchmarks.common import Api, Report, Target, TransportErrors, ms, percentile, register_players, say
 
 LUA = Path(__file__).with_name("authorize.lua")
 TARGET_RPS = 700.0
@@ -59,6 +60,7 @@ class LoopResult:
     seconds: float
     p50: float
     p99: float
+    error_kinds: str = ""  # e.g. "503: 12, ReadTimeout: 3"
 
     @property
     def rps(self) -> float:
@@ -102,39 +104,57 @@ def closed_loop_wrk(ep: Endpoint, players: Sequence[str], connections: int, seco
         os.unlink(players_file)
     line = next(ln for ln in out.splitlines() if ln.startswith("WRKJSON "))
     r = json.loads(line.removeprefix("WRKJSON "))
-    errors = r["non2xx"] + r["connect"] + r["read"] + r["write"] + r["timeout"]
-    return LoopResult("wrk", r["requests"], errors, r["duration_us"] / 1e6, r["p50_us"] / 1e6, r["p99_us"] / 1e6)
+    kinds = {k: r[k] for k in ("non2xx", "connect", "read", "write", "timeout") if r[k]}
+    return LoopResult("wrk", r["requests"], sum(kinds.values()), r["duration_us"] / 1e6, r["p50_us"] / 1e6,
+                      r["p99_us"] / 1e6, _kinds(Counter(kinds)))
+
+
+def _session(ep: Endpoint, connections: int, timeout: float) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        ep.origin, connector=aiohttp.TCPConnector(limit=connections),
+        headers={"Authorization": f"Bearer {ep.api_key}"}, timeout=aiohttp.ClientTimeout(total=timeout),
+    )
+
+
+async def _post(session: aiohttp.ClientSession, path: str, body: dict[str, object]) -> str:
+    """"" for a 200, else what went wrong (the status or the exception's name)."""
+    try:
+        async with session.post(path, json=body) as resp:
+            await resp.read()
+            return "" if resp.status == 200 else str(resp.status)
+    except TransportErrors as exc:
+        return type(exc).__name__
+
+
+def _kinds(errors: Counter[str]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in errors.most_common())
 
 
 async def closed_loop_python(ep: Endpoint, players: Sequence[str], connections: int, seconds: float) -> LoopResult:
     run_id = uuid.uuid4().hex[:12]
     latencies: list[float] = []
-    errors = 0
+    errors: Counter[str] = Counter()
     counter = 0
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(base_url=ep.origin, headers={"Authorization": f"Bearer {ep.api_key}"},
-                                 limits=limits, timeout=5.0) as http:
+    async with _session(ep, connections, 5.0) as session:
         t0 = time.perf_counter()
         deadline = t0 + seconds
 
         async def worker() -> None:
-            nonlocal errors, counter
+            nonlocal counter
             while time.perf_counter() < deadline:
                 counter += 1
                 n = counter
                 sent = time.perf_counter()
-                try:
-                    resp = await http.post(ep.path(players[n % len(players)]), json=_body(run_id, n))
-                    ok = resp.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                outcome = await _post(session, ep.path(players[n % len(players)]), _body(run_id, n))
                 latencies.append(time.perf_counter() - sent)
-                errors += not ok
+                if outcome:
+                    errors[outcome] += 1
 
         await asyncio.gather(*(worker() for _ in range(connections)))
         elapsed = time.perf_counter() - t0
     latencies.sort()
-    return LoopResult("python", len(latencies), errors, elapsed, percentile(latencies, 50), percentile(latencies, 99))
+    return LoopResult("python", len(latencies), sum(errors.values()), elapsed, percentile(latencies, 50),
+                      percentile(latencies, 99), _kinds(errors))
 
 
 async def closed_loop(ep: Endpoint, players: Sequence[str], opts: AuthorizeOptions) -> LoopResult:
@@ -152,23 +172,17 @@ async def open_loop(ep: Endpoint, players: Sequence[str], rate: float, seconds: 
     run_id = uuid.uuid4().hex[:12]
     total = int(rate * seconds)
     latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=ep.origin, headers={"Authorization": f"Bearer {ep.api_key}"},
-                                 limits=limits, timeout=10.0) as http:
+    errors: Counter[str] = Counter()
+    async with _session(ep, 256, 10.0) as session:
         # Open a few connections first so the first second does not measure TCP handshakes.
-        await asyncio.gather(*(http.post(ep.path(players[i % len(players)]), json=_body(run_id + "w", i))
+        await asyncio.gather(*(_post(session, ep.path(players[i % len(players)]), _body(run_id + "w", i))
                                for i in range(8)))
 
         async def one(n: int, due: float) -> None:
-            nonlocal errors
-            try:
-                resp = await http.post(ep.path(players[n % len(players)]), json=_body(run_id, n))
-                ok = resp.status_code == 200
-            except httpx.HTTPError:
-                ok = False
+            outcome = await _post(session, ep.path(players[n % len(players)]), _body(run_id, n))
             latencies.append(time.perf_counter() - due)
-            errors += not ok
+            if outcome:
+                errors[outcome] += 1
 
         tasks = []
         t0 = time.perf_counter()
@@ -181,7 +195,8 @@ async def open_loop(ep: Endpoint, players: Sequence[str], rate: float, seconds: 
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - t0
     latencies.sort()
-    return LoopResult("python", len(latencies), errors, elapsed, percentile(latencies, 50), percentile(latencies, 99))
+    return LoopResult("python", len(latencies), sum(errors.values()), elapsed, percentile(latencies, 50),
+                      percentile(latencies, 99), _kinds(errors))
 
 
 # ---------------------------------------------------------------------------- baseline server
@@ -205,13 +220,11 @@ def spawn_baseline() -> tuple[subprocess.Popen[bytes], Endpoint]:
 
 async def start_baseline() -> tuple[subprocess.Popen[bytes], Endpoint]:
     proc, ep = spawn_baseline()
-    async with httpx.AsyncClient(base_url=ep.origin, timeout=1.0) as http:
+    async with _session(ep, 1, 1.0) as session:
         for _ in range(100):
-            try:
-                await http.post(ep.path("x"), json=_body("ready", 0))
+            if await _post(session, ep.path("x"), _body("ready", 0)) == "":
                 return proc, ep
-            except httpx.HTTPError:
-                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)
     proc.terminate()
     raise RuntimeError("the baseline uvicorn did not start")
 
@@ -239,16 +252,17 @@ def _rows(report: Report, label: str, closed: LoopResult, opened: LoopResult, ta
                f"p99 <= {ms(TARGET_P99_OPEN)}" if targets else "",
                opened.p99 <= TARGET_P99_OPEN if targets else None)
     errors = closed.errors + opened.errors
-    report.add(f"{label} errors", f"{errors} of {closed.requests + opened.requests}", "0" if targets else "",
-               errors == 0 if targets else None)
+    kinds = "; ".join(f"{name} {r.error_kinds}" for name, r in (("closed", closed), ("open", opened)) if r.errors)
+    report.add(f"{label} errors", f"{errors} of {closed.requests + opened.requests}" + (f" ({kinds})" if kinds else ""),
+               "0" if targets else "", errors == 0 if targets else None)
 
 
 async def run(target: Target, opts: AuthorizeOptions) -> Report:
     report = Report("authorize", f"{opts.players} players, {opts.connections} connections for "
                                  f"{opts.closed_seconds:.0f}s, {opts.rate:.0f} req/s for {opts.open_seconds:.0f}s")
-    async with client(target) as http:
+    async with Api(target) as api:
         say(f"registering {opts.players} players")
-        players, _ = await register_players(http, opts.players)
+        players, _ = await register_players(api, opts.players)
     ep = Endpoint.of(target.api_url, target.api_key)
     say(f"pitboss: closed loop, {opts.connections} connections, {opts.closed_seconds:.0f}s")
     closed = await closed_loop(ep, players, opts)

@@ -24,9 +24,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import httpx
-
-from benchmarks.common import Report, Target, client, healthz, metric_samples, metric_sum, register_players, say
+from benchmarks.common import (
+    Api,
+    ApiError,
+    Report,
+    Target,
+    TransportErrors,
+    call,
+    healthz,
+    metric_samples,
+    metric_sum,
+    register_players,
+    say,
+)
 
 TARGET_RATE = 2000.0
 TARGET_RATIO = 0.5
@@ -74,20 +84,20 @@ def make_events(player_ids: Sequence[str], count: int, seed: int, brand: str = "
     return out
 
 
-async def progress_source(http: httpx.AsyncClient) -> str:
+async def progress_source(api: Api) -> str:
     """"consumers" if /healthz reports the consumers' counts, else "shards" (/metrics)."""
-    body = await healthz(http)
+    body = await healthz(api)
     return "consumers" if body.get("checks", {}).get("consumers", {}).get("detail") else "shards"
 
 
-async def finished_count(http: httpx.AsyncClient, source: str) -> float | None:
+async def finished_count(api: Api, source: str) -> float | None:
     """Events the stack is done with, by `source`; None if it could not be read this time."""
     try:
         if source == "consumers":
-            detail = (await healthz(http)).get("checks", {}).get("consumers", {}).get("detail")
+            detail = (await healthz(api)).get("checks", {}).get("consumers", {}).get("detail")
             return float(sum(c.get(k, 0) for c in detail.values() for k in FINISHED)) if detail else None
-        samples = await metric_samples(http)
-    except (httpx.HTTPError, ValueError):
+        samples = await metric_samples(api)
+    except (*TransportErrors, ApiError, ValueError):
         return None
     return sum(metric_sum(samples, "pitboss_events_total", outcome=o) for o in ("accepted", "duplicate"))
 
@@ -124,11 +134,11 @@ async def publish_all(rabbitmq_url: str, messages: Sequence[tuple[str, bytes]], 
         return time.perf_counter() - t0
 
 
-async def measure_pipeline(http: httpx.AsyncClient, target: Target, messages: Sequence[tuple[str, bytes]],
+async def measure_pipeline(api: Api, target: Target, messages: Sequence[tuple[str, bytes]],
                            opts: IngestOptions) -> tuple[float, float, float, str]:
     """(seconds until all durable, seconds to publish, events finished, progress source)."""
-    source = await progress_source(http)
-    first = await finished_count(http, source)
+    source = await progress_source(api)
+    first = await finished_count(api, source)
     if first is None:
         raise RuntimeError(f"cannot read the {source}' progress from the API")
     progress = Progress(first)
@@ -141,7 +151,7 @@ async def measure_pipeline(http: httpx.AsyncClient, target: Target, messages: Se
         await asyncio.sleep(0.2)
         if publisher.done() and (failure := publisher.exception()) is not None:
             raise failure
-        value = await finished_count(http, source)
+        value = await finished_count(api, source)
         now = time.perf_counter()
         new = progress.update(value) if value is not None else done
         if new > done:
@@ -193,13 +203,13 @@ def raw_journal_ceiling(messages: Sequence[tuple[str, bytes]], players: int, win
 
 async def run(target: Target, opts: IngestOptions) -> Report:
     report = Report("ingest", f"{opts.players} players, {opts.events} events")
-    async with client(target, opts.concurrency) as http:
+    async with Api(target, opts.concurrency) as api:
         say(f"registering {opts.players} players")
-        ids, reg_rate = await register_players(http, opts.players, opts.concurrency)
-        brand = (await http.get(f"/players/{ids[0]}")).json()["brand"]
+        ids, reg_rate = await register_players(api, opts.players, opts.concurrency)
+        brand = (await call(api, "GET", f"/players/{ids[0]}"))["brand"]
         messages = make_events(ids, opts.events, opts.seed, brand=brand)
         say(f"publishing {len(messages)} events to RabbitMQ and waiting until they are durable")
-        elapsed, publish_s, done, source = await measure_pipeline(http, target, messages, opts)
+        elapsed, publish_s, done, source = await measure_pipeline(api, target, messages, opts)
     rate = done / elapsed
     say(f"raw ceiling: {len(messages)} journal INSERTs, window {opts.raw_window}")
     raw = await asyncio.get_running_loop().run_in_executor(

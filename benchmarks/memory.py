@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmarks.common import (
+    Api,
     Report,
     ShardInfo,
     Target,
-    client,
     no_shard_pids_note,
     register_players,
     rss_bytes,
@@ -42,16 +42,16 @@ def total_rss(infos: list[ShardInfo]) -> int:
 
 async def run(target: Target, opts: MemoryOptions) -> Report:
     report = Report("memory", f"{opts.players} players registered")
-    async with client(target, opts.concurrency) as http:
-        before = await shards(http, target)
+    async with Api(target, opts.concurrency) as api:
+        before = await shards(api, target)
         if not before or any(s.pid is None for s in before):
             report.notes.append(no_shard_pids_note() + "; skipped")
             return report
         rss_before = total_rss(before)
         say(f"{len(before)} shards, {sum(s.active for s in before)} active players, RSS {mib(rss_before)}")
         say(f"registering {opts.players} players")
-        _, rate = await register_players(http, opts.players, opts.concurrency)
-        after = await shards(http, target)
+        _, rate = await register_players(api, opts.players, opts.concurrency)
+        after = await shards(api, target)
     rss_after = total_rss(after)
     active_before, active_after = sum(s.active for s in before), sum(s.active for s in after)
     added = active_after - active_before

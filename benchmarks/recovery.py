@@ -21,12 +21,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from uuid import UUID
 
-import httpx
-
 from benchmarks.common import (
+    Api,
     Report,
     Target,
-    client,
+    TransportErrors,
+    call,
     is_shard_process,
     no_shard_pids_note,
     register_players,
@@ -57,25 +57,25 @@ class Load:
     stop: bool = False
 
 
-async def light_load(http: httpx.AsyncClient, players: list[str], victim: str, rate: float, load: Load) -> None:
+async def light_load(api: Api, players: list[str], victim: str, rate: float, load: Load) -> None:
     run_id = uuid.uuid4().hex[:10]
     pending: set[asyncio.Task[None]] = set()
 
     async def one(n: int, player: str) -> None:
         body = {"tx_id": f"rec-{run_id}-{n}", "amount_minor": HOLD, "currency": "EUR"}
         try:
-            resp = await http.post(f"/players/{player}/deposits/authorize", json=body)
-        except httpx.HTTPError as exc:
+            status, answer = await api.send("POST", f"/players/{player}/deposits/authorize", body, timeout=10.0)
+        except TransportErrors as exc:
             load.statuses[type(exc).__name__] += 1
             if player == victim:
                 load.unknown += HOLD
             return
-        load.statuses[str(resp.status_code)] += 1
+        load.statuses[str(status)] += 1
         if player != victim:
             return
-        if resp.status_code == 200 and resp.json().get("decision") == "allow":
+        if status == 200 and answer.get("decision") == "allow":
             load.acked += HOLD
-        elif resp.status_code >= 500:
+        elif status >= 500:
             load.unknown += HOLD
 
     n = 0
@@ -89,14 +89,14 @@ async def light_load(http: httpx.AsyncClient, players: list[str], victim: str, r
     await asyncio.gather(*pending)
 
 
-async def wait_until_served(http: httpx.AsyncClient, player: str, limit: float) -> float | None:
+async def wait_until_served(api: Api, player: str, limit: float) -> float | None:
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < limit:
         try:
-            resp = await http.get(f"/players/{player}", timeout=2.0)
-            if resp.status_code == 200:
+            status, _ = await api.send("GET", f"/players/{player}", timeout=2.0)
+            if status == 200:
                 return time.perf_counter() - t0
-        except httpx.HTTPError:
+        except TransportErrors:
             pass
         await asyncio.sleep(0.05)
     return None
@@ -104,22 +104,22 @@ async def wait_until_served(http: httpx.AsyncClient, player: str, limit: float) 
 
 async def run(target: Target, opts: RecoveryOptions) -> Report:
     report = Report("recovery", f"SIGKILL of shard {opts.shard} under {opts.load_rate:.0f} req/s")
-    async with client(target, 64, timeout=10.0) as http:
-        infos = await shards(http, target)
+    async with Api(target, 64, timeout=10.0) as api:
+        infos = await shards(api, target)
         if not infos or opts.shard >= len(infos) or infos[opts.shard].pid is None:
             report.notes.append(no_shard_pids_note() + "; skipped")
             return report
         pid = infos[opts.shard].pid
         assert pid is not None
         say(f"registering {opts.players} players")
-        players, _ = await register_players(http, opts.players)
+        players, _ = await register_players(api, opts.players)
         victims = [p for p in players if shard_of(UUID(p), len(infos)) == opts.shard]
         if not victims:
             report.notes.append(f"no registered player landed on shard {opts.shard}; skipped")
             return report
         victim = victims[0]
         load = Load()
-        loader = asyncio.create_task(light_load(http, players, victim, opts.load_rate, load))
+        loader = asyncio.create_task(light_load(api, players, victim, opts.load_rate, load))
         await asyncio.sleep(3.0)
         if not is_shard_process(pid):
             load.stop = True
@@ -129,12 +129,12 @@ async def run(target: Target, opts: RecoveryOptions) -> Report:
         acked_before_kill = load.acked
         say(f"killing shard {opts.shard} (pid {pid}) with SIGKILL")
         os.kill(pid, signal.SIGKILL)
-        back = await wait_until_served(http, victim, opts.timeout)
+        back = await wait_until_served(api, victim, opts.timeout)
         await asyncio.sleep(3.0)
         load.stop = True
         await loader
-        view = (await http.get(f"/players/{victim}")).json()
-        after = await shards(http, target)
+        view = await call(api, "GET", f"/players/{victim}")
+        after = await shards(api, target)
     held = int(view.get("holds_minor", 0))
     lost = max(0, load.acked - held)
     new_pid = after[opts.shard].pid if opts.shard < len(after) else None
