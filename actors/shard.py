@@ -74,6 +74,14 @@ class _Plan:
     outcomes: list[tuple[str, str | None]] = field(default_factory=list)
 
 
+class _TurnLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 @dataclass(slots=True)
 class _Held:
     lease_epoch: int
@@ -95,7 +103,7 @@ class PlayerShard:
         self.owner_prefix = f"{region}/{index}/{actor_id}/"
         self.owner = self.owner_prefix + uuid.uuid4().hex[:8]
         self.active: OrderedDict[UUID, Active] = OrderedDict()
-        self.locks: dict[UUID, asyncio.Lock] = {}
+        self.locks: dict[UUID, _TurnLock] = {}
         self.leases: dict[str, _Held] = {}
         self._init_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -195,14 +203,19 @@ class PlayerShard:
 
     @asynccontextmanager
     async def _turn(self, pid: UUID) -> AsyncIterator[None]:
-        lock = self.locks.get(pid)
-        if lock is None:
-            lock = self.locks[pid] = asyncio.Lock()
+        """One turn at a time per player. The lock is dropped only when no task holds or waits
+        for it: asyncio.Lock looks free between a release and the woken waiter's acquire, so
+        `locked()` cannot tell."""
+        entry = self.locks.get(pid)
+        if entry is None:
+            entry = self.locks[pid] = _TurnLock()
+        entry.users += 1
         try:
-            async with lock:
+            async with entry.lock:
                 yield
         finally:
-            if not lock.locked() and self.locks.get(pid) is lock:
+            entry.users -= 1
+            if entry.users == 0:
                 del self.locks[pid]
 
     async def _activate(self, pid: UUID, write: bool = True) -> Active | None:

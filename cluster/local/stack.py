@@ -993,6 +993,8 @@ def deploy_serve(two_dc: bool) -> bool:
             raise StackError(f"serve: {HEALTHZ_URL} not 200 after {SERVE_TIMEOUT:.0f}s; last answer {code}: {body}")
         time.sleep(2.0)
     say("serve: healthy")
+    # Serve replaced its replicas; the detached shards and consumers still run the old code.
+    run_step("actor rollout", [python(), "-m", "actors.rollout"], child_env(two_dc), timeout=300.0)
     return True
 
 

@@ -28,8 +28,13 @@ US_NODE = os.environ.get("PITBOSS_TEST_US_CONTACT_POINTS", "127.0.0.2")
 
 @pytest.fixture
 def us_region(stack: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    repl = stack.replication_map()
-    assert repl.get("us", 0) >= 1, "the two-DC tests need PITBOSS_CASSANDRA_REPLICATION with a us replica"
+    cluster, _ = connect(stack)
+    try:
+        strategy = cluster.metadata.keyspaces[stack.cassandra_keyspace].replication_strategy
+        replicas = strategy.dc_replication_factors
+    finally:
+        cluster.shutdown()
+    assert int(replicas.get("us", 0)) >= 1, f"the keyspace needs a replica in us, has {replicas}"
     monkeypatch.setenv("PITBOSS_REGION", "us")
     monkeypatch.setenv("PITBOSS_CASSANDRA_LOCAL_DC", "us")
     monkeypatch.setenv("PITBOSS_CASSANDRA_CONTACT_POINTS", US_NODE)
