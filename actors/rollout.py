@@ -10,6 +10,7 @@ which lets it take its own lease back at once, so each shard is away for seconds
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 
@@ -60,7 +61,7 @@ async def rollout() -> int:
 
 def main() -> int:
     settings = get_settings()
-    ray.init(address=settings.ray_address, namespace=settings.ray_namespace, logging_level="WARNING")
+    ray.init(address=settings.ray_address, namespace=settings.ray_namespace, logging_level=logging.WARNING)
     return asyncio.run(rollout())
 
 
