@@ -38,6 +38,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                                "authorize 1000, memory 100000, recovery 200)")
     p.add_argument("--events", type=int, default=200_000, help="ingest: events to publish")
     p.add_argument("--raw-window", type=int, default=256, help="ingest: raw driver loop requests in flight")
+    p.add_argument("--publish-channels", type=int, default=4, help="ingest: AMQP channels publishing at once")
     p.add_argument("--connections", type=int, default=32, help="authorize: closed-loop connections")
     p.add_argument("--rate", type=float, default=100.0, help="authorize: open-loop requests/s")
     p.add_argument("--duration", type=float, default=30.0, help="authorize: seconds per loop")
@@ -57,7 +58,8 @@ def jobs(args: argparse.Namespace, target: Target) -> dict[str, Callable[[], Awa
 
     return {
         "ingest": lambda: ingest.run(target, ingest.IngestOptions(
-            players=players(20_000), events=args.events, raw_window=args.raw_window)),
+            players=players(20_000), events=args.events, raw_window=args.raw_window,
+            publish_channels=args.publish_channels)),
         "authorize": lambda: authorize.run(target, authorize.AuthorizeOptions(
             players=players(1000), connections=args.connections, closed_seconds=args.duration, rate=args.rate,
             open_seconds=args.duration, use_wrk=not args.no_wrk, baseline=not args.no_baseline)),

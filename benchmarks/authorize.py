@@ -33,7 +33,18 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from benchmarks.common import Api, Report, Target, TransportErrors, ms, percentile, register_players, say
+from benchmarks.common import (
+    Api,
+    Report,
+    ShardCpu,
+    Target,
+    TransportErrors,
+    ms,
+    percentile,
+    register_players,
+    say,
+    shards,
+)
 
 LUA = Path(__file__).with_name("authorize.lua")
 TARGET_RPS = 700.0
@@ -263,12 +274,17 @@ async def run(target: Target, opts: AuthorizeOptions) -> Report:
     async with Api(target) as api:
         say(f"registering {opts.players} players")
         players, _ = await register_players(api, opts.players)
+        infos = await shards(api, target)
     ep = Endpoint.of(target.api_url, target.api_key)
     say(f"pitboss: closed loop, {opts.connections} connections, {opts.closed_seconds:.0f}s")
+    cpu = ShardCpu(infos)
     closed = await closed_loop(ep, players, opts)
+    shard_cpu = cpu.spent()
     say(f"pitboss: open loop, {opts.rate:.0f} req/s, {opts.open_seconds:.0f}s")
     opened = await open_loop(ep, players, opts.rate, opts.open_seconds)
     _rows(report, "pitboss", closed, opened, True, opts.connections, opts.rate)
+    if shard_cpu is not None and closed.requests:
+        report.add("shard CPU per authorization", f"{shard_cpu / closed.requests * 1000:.2f} ms (closed loop)")
     if opts.baseline:
         proc, base = await start_baseline()
         try:

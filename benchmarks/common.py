@@ -290,6 +290,32 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU a process has used so far, or None if it is not visible here."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ShardCpu:
+    """CPU the shard processes spend over a span: a figure that holds on a busy machine,
+    where wall-clock rates mostly show the neighbours."""
+
+    def __init__(self, infos: Sequence[ShardInfo]) -> None:
+        self.pids = [s.pid for s in infos if s.pid is not None]
+        self.start = self._total()
+
+    def _total(self) -> float | None:
+        values = [cpu_seconds(pid) for pid in self.pids]
+        return sum(v for v in values if v is not None) if values and None not in values else None
+
+    def spent(self) -> float | None:
+        end = self._total()
+        return None if end is None or self.start is None else end - self.start
+
+
 def is_shard_process(pid: int) -> bool:
     """Guard before signalling: the pid must still be a Ray PlayerShard worker."""
     try:
