@@ -296,13 +296,11 @@ def _history(rng: random.Random, pid: UUID, brand: str, persona: _Persona, signu
              end: datetime) -> list[tuple[datetime, dict[str, Any]]]:
     stream = _Stream(rng, pid, brand)
     wallet = _Wallet(persona.market.currency)
-    # Most depositors deposit within hours of signing up, then play in sessions (a Poisson process).
+    # The first session (and most first deposits) come within hours of signing up; later
+    # sessions arrive as a Poisson process at the player's own rate.
     at = signup_at + timedelta(minutes=rng.expovariate(1 / 90))
-    first = True
     while at < end:
-        if first or rng.random() < 0.97:  # a few sessions are just a look at the lobby
-            at = _session(rng, stream, wallet, persona, at)
-        first = False
+        at = _session(rng, stream, wallet, persona, at)
         at = _next_session(rng, at, persona.sessions_per_day)
     return stream.items
 
