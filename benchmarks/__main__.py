@@ -8,8 +8,9 @@
 The stack comes from PITBOSS_API_URL (default http://127.0.0.1:8000/platform/v1),
 PITBOSS_API_KEY, PITBOSS_RABBITMQ_URL, PITBOSS_CASSANDRA_CONTACT_POINTS and the other
 PITBOSS_* settings, or the flags below. `memory` and `recovery` need the shards' pids: from
-/healthz if it reports them, else through Ray (--ray-address or PITBOSS_RAY_ADDRESS; with
-token auth also RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH). `recovery` kills a shard.
+/healthz if it reports them, else through Ray (--ray-address, PITBOSS_RAY_ADDRESS or RAY_ADDRESS;
+with token auth also RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH, as `make bench` sets them).
+`recovery` kills a shard process: run it only against a stack you may disturb.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--api-url", help="platform API (PITBOSS_API_URL)")
     p.add_argument("--api-key", help="brand API key (PITBOSS_API_KEY)")
     p.add_argument("--rabbitmq-url", help="RabbitMQ (PITBOSS_RABBITMQ_URL)")
-    p.add_argument("--ray-address", help="Ray GCS address, to read shard pids (PITBOSS_RAY_ADDRESS)")
+    p.add_argument("--ray-address", help="Ray GCS address, to read shard pids (PITBOSS_RAY_ADDRESS, RAY_ADDRESS)")
     p.add_argument("--players", type=int, help="players to register (default per benchmark: ingest 20000, "
                                                "authorize 1000, memory 100000, recovery 200)")
     p.add_argument("--events", type=int, default=200_000, help="ingest: events to publish")

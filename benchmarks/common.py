@@ -39,9 +39,14 @@ class Target:
             api_url=(api_url or env.get("PITBOSS_API_URL") or DEFAULT_API_URL).rstrip("/"),
             api_key=api_key or env.get("PITBOSS_API_KEY") or DEFAULT_API_KEY,
             rabbitmq_url=rabbitmq_url or env.get("PITBOSS_RABBITMQ_URL") or DEFAULT_RABBITMQ_URL,
-            # Only an explicit address: "auto" could attach to some other engineer's cluster.
-            ray_address=ray_address or env.get("PITBOSS_RAY_ADDRESS") or None,
+            # Only an explicit address ("make bench" exports RAY_ADDRESS): "auto" could attach to
+            # whichever cluster last started on this machine.
+            ray_address=ray_address or env.get("PITBOSS_RAY_ADDRESS") or _explicit(env.get("RAY_ADDRESS")),
         )
+
+
+def _explicit(address: str | None) -> str | None:
+    return address if address and address != "auto" else None
 
 
 # What a failed HTTP exchange raises (refused, reset, timed out...).
