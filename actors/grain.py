@@ -19,7 +19,7 @@ from schemas.commands import ApplyEvent, AuthorizeDeposit, Command, RegisterPlay
 from schemas.events import PlayerRegistered, parse_envelope
 from schemas.state import PlayerState
 
-_COMMANDS: TypeAdapter[Any] = TypeAdapter(Command)  # type: ignore[arg-type]
+_COMMANDS: TypeAdapter[Any] = TypeAdapter(Command)
 
 
 @dataclass(slots=True)
