@@ -72,6 +72,7 @@ async def run(target: Target, opts: MemoryOptions) -> Report:
     if {s.pid for s in before} != {s.pid for s in after}:
         report.notes.append("a shard process changed during the run (restarted): its RSS started from scratch")
     if added < opts.players:
-        report.notes.append(f"only {added} of {opts.players} new players are active: the shard cap or the idle "
-                            "timeout passivated the rest, or other traffic passivated some")
+        report.notes.append(f"active players grew by {added}, not {opts.players}: the shard cap or the idle timeout "
+                            "passivated others meanwhile (the per-player figure divides by the net growth, so it "
+                            "errs high)")
     return report
