@@ -121,15 +121,23 @@ class PlayerShard:
         async with self._init_lock:
             if self.region in self.leases:
                 return True
-            if not hasattr(self, "store"):
+            if not hasattr(self, "lease_store"):
                 loop = asyncio.get_running_loop()
                 ks = self.settings.cassandra_keyspace
-                self.cluster, session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
+                cluster, session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
                 # Leases get their own connections so a burst of player writes cannot delay a renewal.
-                self.lease_cluster, lease_session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
-                self.store = PlayerStore(session, self.settings.cassandra_max_in_flight)
-                self.outbox = OutboxStore(session, self.store.limit)
-                self.lease_store = LeaseStore(lease_session, self.settings.lease_serial_consistency)
+                lease_cluster, lease_session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
+                try:
+                    store = PlayerStore(session, self.settings.cassandra_max_in_flight)
+                    outbox = OutboxStore(session, store.limit)
+                    leases = LeaseStore(lease_session, self.settings.lease_serial_consistency)
+                except Exception:
+                    cluster.shutdown()
+                    lease_cluster.shutdown()
+                    raise
+                # Assigned together, so a failure above leaves the shard to try again from scratch.
+                self.cluster, self.lease_cluster = cluster, lease_cluster
+                self.store, self.outbox, self.lease_store = store, outbox, leases
             await self._acquire(self.region, wait=self.settings.lease_seconds * 2.5)
             if not self._tasks:
                 self._spawn(self._renew_loop())
