@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -15,6 +15,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
 from actors.shard import PlayerShard
+from adapters.coalesce import Coalescer
 from adapters.settings import Settings
 from domain.errors import PitbossError, Unavailable
 from domain.player import AnyCommand
@@ -79,15 +80,25 @@ class PlayerRouter:
     def __init__(self, settings: Settings, handles: list[Any] | None = None) -> None:
         self.settings = settings
         self.handles = handles if handles is not None else ensure_shards(settings)
+        self._commands = [Coalescer(self._sender(h, "commands")) for h in self.handles]
+        self._reads = [Coalescer(self._sender(h, "reads")) for h in self.handles]
+
+    @staticmethod
+    def _sender(handle: Any, method: str) -> Callable[[list[Any]], Awaitable[list[Any]]]:
+        async def send(items: list[Any]) -> list[Any]:
+            return list(await call(getattr(handle, method).remote(items)))
+
+        return send
 
     def shard_of(self, player_id: UUID) -> int:
         return shard_of(player_id, len(self.handles))
 
     async def command(self, cmd: AnyCommand) -> tuple[int, dict[str, Any]]:
-        return await call(self.handles[self.shard_of(cmd.player_id)].command.remote(cmd))
+        raw = cmd.model_dump_json().encode()
+        return await self._commands[self.shard_of(cmd.player_id)].submit(raw)  # type: ignore[no-any-return]
 
     async def read(self, player_id: UUID, brand: str) -> dict[str, Any]:
-        return await call(self.handles[self.shard_of(player_id)].read.remote(player_id, brand))
+        return await self._reads[self.shard_of(player_id)].submit((player_id, brand))  # type: ignore[no-any-return]
 
     async def apply_events(self, events: list[EventEnvelope]) -> list[tuple[str, str | None]]:
         """Per event (status, reason), in input order. Raises Unavailable if a shard failed."""

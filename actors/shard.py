@@ -30,7 +30,7 @@ from uuid import UUID
 import ray
 from prometheus_client import REGISTRY, Counter, Gauge
 
-from actors.grain import Replay, check_replay, decide_entry, decode, encode
+from actors.grain import Replay, check_replay, decide_entry, decode, decode_command, encode
 from actors.ids import id_hash, pack, unpack
 from adapters.cassandra.leases import LeaseStore
 from adapters.cassandra.outbox import OutboxRow, OutboxStore
@@ -72,6 +72,15 @@ class _Plan:
     entries: list[JournalEntry] = field(default_factory=list)
     new_ids: list[int] = field(default_factory=list)
     outcomes: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+def _answer_or_error(result: Any) -> Any:
+    if isinstance(result, PitbossError):
+        return result
+    if isinstance(result, BaseException):
+        log.error("command failed", exc_info=result)
+        return Unavailable("the command failed unexpectedly; it has been logged")
+    return result
 
 
 class _TurnLock:
@@ -435,6 +444,20 @@ class PlayerShard:
             except Exception:
                 log.warning("outbox publisher of shard %s failed; retrying", self.index, exc_info=True)
                 await asyncio.sleep(2.0)
+
+    async def commands(self, batch: list[bytes]) -> list[tuple[int, dict[str, Any]] | PitbossError]:
+        """Many commands (JSON, as the journal stores them) in one actor call: callers coalesce
+        concurrent requests, since a Ray call costs more than a turn. Each answer, or the
+        error of that one command, in order."""
+        results = await asyncio.gather(*(self._command_json(raw) for raw in batch), return_exceptions=True)
+        return [_answer_or_error(r) for r in results]
+
+    async def _command_json(self, raw: bytes) -> tuple[int, dict[str, Any]]:
+        return await self.command(decode_command(raw))
+
+    async def reads(self, batch: list[tuple[UUID, str]]) -> list[dict[str, Any] | PitbossError]:
+        results = await asyncio.gather(*(self.read(pid, brand) for pid, brand in batch), return_exceptions=True)
+        return [_answer_or_error(r) for r in results]
 
     async def read(self, player_id: UUID, brand: str) -> dict[str, Any]:
         await self.ready()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import importlib
 import json
 import logging
@@ -973,6 +974,30 @@ def migrate(two_dc: bool) -> None:
         say("migrations: adapters.cassandra.migrate does not exist yet, skipped")
 
 
+def source_digest() -> str:
+    """A digest of the Python sources: Serve redeploys only when its config changes."""
+    digest = hashlib.sha256()
+    for package in ("schemas", "domain", "adapters", "actors", "serve_apps"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            digest.update(path.relative_to(ROOT).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def built_serve_config() -> Path:
+    """cluster/serve/local.yaml with the source digest in each app's env, so a code change
+    replaces the replicas even when the config itself did not change."""
+    import yaml
+
+    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    for app in config.get("applications", []):
+        env = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
+        env["PITBOSS_BUILD"] = source_digest()
+    out = DATA / "serve-config.yaml"
+    out.write_text(yaml.safe_dump(config, sort_keys=False))
+    return out
+
+
 def deploy_serve(two_dc: bool) -> bool:
     """Run migrations and `serve deploy`, then wait for the platform healthz; False if skipped."""
     if not SERVE_CONFIG.exists():
@@ -980,7 +1005,8 @@ def deploy_serve(two_dc: bool) -> bool:
         return False
     migrate(two_dc)
     serve = VENV_BIN / "serve"
-    argv = [str(serve) if serve.exists() else "serve", "deploy", str(SERVE_CONFIG), "--address", dashboard_url()]
+    config = built_serve_config()
+    argv = [str(serve) if serve.exists() else "serve", "deploy", str(config), "--address", dashboard_url()]
     run_step("serve deploy", argv, child_env(two_dc), timeout=180.0)
     say(f"serve: waiting for {HEALTHZ_URL}")
     deadline = time.monotonic() + SERVE_TIMEOUT
