@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import ORJSONResponse as Json
 from pydantic import BaseModel
 
 from domain.player import AnyCommand
@@ -47,7 +47,7 @@ async def _run(
     key: str | None,
     body: BaseModel | str,
     **fields: Any,
-) -> JSONResponse:
+) -> Json:
     """Send one command to the player's actor; `key` (an id from the body or the
     Idempotency-Key header) makes a retry return the first answer."""
     data = body.model_dump(mode="json", exclude_unset=True) if isinstance(body, BaseModel) else body
@@ -61,11 +61,11 @@ async def _run(
         **fields,
     )
     status, answer = await app.router.command(cmd)
-    return JSONResponse(answer, status_code=status)
+    return Json(answer, status_code=status)
 
 
 @router.post("", status_code=201, response_model=PlayerPublic, summary="Register a player (idempotent on player_id)")
-async def register(body: PlayerCreate, brand: Brand, app: Platform) -> JSONResponse:
+async def register(body: PlayerCreate, brand: Brand, app: Platform) -> Json:
     return await _run(
         app,
         RegisterPlayer,
@@ -79,14 +79,14 @@ async def register(body: PlayerCreate, brand: Brand, app: Platform) -> JSONRespo
 
 
 @router.get("/{player_id}", response_model=PlayerPublic, summary="Live profile, limits, exclusions, counters")
-async def get_player(player_id: UUID, brand: Brand, app: Platform) -> JSONResponse:
-    return JSONResponse(await app.router.read(player_id, brand))
+async def get_player(player_id: UUID, brand: Brand, app: Platform) -> Json:
+    return Json(await app.router.read(player_id, brand))
 
 
 @router.patch("/{player_id}", response_model=PlayerPublic, summary="Change profile fields")
 async def update_player(
     player_id: UUID, body: PlayerUpdate, brand: Brand, app: Platform, idempotency_key: IdempotencyKey = None
-) -> JSONResponse:
+) -> Json:
     return await _run(app, UpdateProfile, "profile", player_id, brand, idempotency_key, body)
 
 
@@ -97,7 +97,7 @@ async def update_player(
 )
 async def set_limits(
     player_id: UUID, body: LimitsUpdate, brand: Brand, app: Platform, idempotency_key: IdempotencyKey = None
-) -> JSONResponse:
+) -> Json:
     return await _run(app, SetLimits, "limits", player_id, brand, idempotency_key, body)
 
 
@@ -109,7 +109,7 @@ async def set_limits(
 )
 async def start_exclusion(
     player_id: UUID, body: ExclusionCreate, brand: Brand, app: Platform, idempotency_key: IdempotencyKey = None
-) -> JSONResponse:
+) -> Json:
     return await _run(app, StartExclusion, "exclusion", player_id, brand, idempotency_key, body)
 
 
@@ -118,14 +118,14 @@ async def start_exclusion(
 )
 async def place_block(
     player_id: UUID, body: BlockCreate, brand: Brand, app: Platform, idempotency_key: IdempotencyKey = None
-) -> JSONResponse:
+) -> Json:
     return await _run(app, PlaceBlock, "block", player_id, brand, idempotency_key, body, actor=f"platform:{brand}")
 
 
 @router.delete("/{player_id}/blocks/{kind}", response_model=PlayerPublic, summary="Lift a block")
 async def lift_block(
     player_id: UUID, kind: BlockKind, brand: Brand, app: Platform, idempotency_key: IdempotencyKey = None
-) -> JSONResponse:
+) -> Json:
     return await _run(
         app, LiftBlock, "unblock", player_id, brand, idempotency_key, kind, block=kind, actor=f"platform:{brand}"
     )
@@ -138,5 +138,5 @@ async def lift_block(
 )
 async def authorize_deposit(
     player_id: UUID, body: DepositAuthorizationRequest, brand: Brand, app: Platform
-) -> JSONResponse:
+) -> Json:
     return await _run(app, AuthorizeDeposit, "deposit", player_id, brand, body.tx_id, body)
