@@ -32,9 +32,10 @@ class Replay:
 
 
 def encode(cmd: AnyCommand) -> tuple[str, bytes]:
+    # Unset fields stay out: a partial update must not come back as explicit nulls.
     if isinstance(cmd, ApplyEvent):
-        return "event", cmd.event.model_dump_json().encode()
-    return cmd.kind, cmd.model_dump_json().encode()
+        return "event", cmd.event.model_dump_json(exclude_unset=True).encode()
+    return cmd.kind, cmd.model_dump_json(exclude_unset=True).encode()
 
 
 def decode(kind: str, body: bytes) -> AnyCommand:

