@@ -6,6 +6,7 @@ exactly the state the live turns produced.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -67,7 +68,7 @@ def check_replay(
     if stored is None or stored.body is None:
         current = view(state, version, now).model_dump(mode="json")
         return Replay(stored.status if stored else 200, current)
-    return Replay(stored.status, stored.body)
+    return Replay(stored.status, json.loads(stored.body))
 
 
 def _id_field(cmd: AnyCommand) -> str:

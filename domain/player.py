@@ -4,6 +4,7 @@ in. The caller owns `state` (a private copy per turn) and keeps the old one if t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from schemas.players import DepositAuthorization, ExclusionPublic, PlayerPublic,
 from schemas.state import Block, Counters, Hold, PlayerState, Profile, StoredResult
 
 HOLD_TTL = timedelta(hours=24)
-MAX_STORED_RESULTS = 64
+MAX_STORED_RESULTS = 32
 
 AnyCommand = (
     RegisterPlayer | UpdateProfile | SetLimits | StartExclusion | AuthorizeDeposit | PlaceBlock | LiftBlock | ApplyEvent
@@ -112,7 +113,8 @@ def remember(
     still recognised by the player's id set (it is not applied twice)."""
     if command_id is None:
         return
-    state.results[command_id] = StoredResult(fingerprint=fingerprint, status=status, body=body)
+    text = None if body is None else json.dumps(body, separators=(",", ":"))
+    state.results[command_id] = StoredResult(fingerprint=fingerprint, status=status, body=text)
     while len(state.results) > MAX_STORED_RESULTS:
         del state.results[next(iter(state.results))]
 

@@ -6,11 +6,12 @@ by replaying journal entries after it; nothing else keeps a copy of a profile.
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LimitKind = Literal["deposit", "loss", "wager", "session_time"]
 Period = Literal["day", "week", "month"]
@@ -99,7 +100,14 @@ class StoredResult(_Stored):
 
     fingerprint: str
     status: int
-    body: dict[str, Any] | None = None  # None: answer with the player's current view
+    # The answer as JSON text: parsed only when a retry comes, not at every turn of the player.
+    body: str | None = None  # None: answer with the player's current view
+
+    @field_validator("body", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        # Snapshots written before answers were kept as text hold them as objects.
+        return json.dumps(value, separators=(",", ":")) if isinstance(value, dict) else value
 
 
 class PlayerState(_Stored):
