@@ -102,22 +102,8 @@ EventType = Literal[
 ]
 
 
-class EventEnvelope(BaseModel):
-    """One platform event. `payload` is parsed into the model its `type` names."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    event_id: UUID
-    type: EventType
-    occurred_at: AwareDatetime
-    player_id: UUID
-    brand: Brand
-    schema_version: Literal[1] = SCHEMA_VERSION
-    payload: SerializeAsAny[Payload]
-
-
-class PitbossEvent(BaseModel):
-    """An event Pitboss publishes about its own decisions (limit changed, exclusion started...)."""
+class _Envelope(BaseModel):
+    """The envelope fields every event on the bus carries."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -130,16 +116,21 @@ class PitbossEvent(BaseModel):
     payload: dict[str, Any]
 
 
-class _RawEnvelope(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _RawEnvelope(_Envelope):
+    """A platform event before its payload is parsed by type."""
 
-    event_id: UUID
     type: EventType
-    occurred_at: AwareDatetime
-    player_id: UUID
-    brand: Brand
     schema_version: Literal[1] = SCHEMA_VERSION
-    payload: dict[str, Any]
+
+
+class EventEnvelope(_RawEnvelope):
+    """One platform event. `payload` is parsed into the model its `type` names."""
+
+    payload: SerializeAsAny[Payload]  # type: ignore[assignment]
+
+
+class PitbossEvent(_Envelope):
+    """An event Pitboss publishes about its own decisions (limit changed, exclusion started...)."""
 
 
 class EnvelopeError(ValueError):
