@@ -7,6 +7,7 @@ exactly the state the live turns produced.
 from __future__ import annotations
 
 import json
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -53,7 +54,7 @@ def decode_command(raw: bytes) -> AnyCommand:
 
 
 def check_replay(
-    state: PlayerState | None, seen: set[int], cmd: AnyCommand, version: int, now: datetime
+    state: PlayerState | None, seen: Container[int], cmd: AnyCommand, version: int, now: datetime
 ) -> Replay | None:
     """The first answer if this command id was applied before; None if it is new."""
     if cmd.command_id is None or id_hash(cmd.command_id) not in seen:

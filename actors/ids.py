@@ -1,9 +1,17 @@
-"""Compact sets of applied command and event ids, kept per player."""
+"""Compact sets of applied command and event ids, kept per player.
+
+Most players have few ids, and an empty Python set alone costs 216 bytes: a player keeps an
+array of 8-byte hashes (searched linearly) until it has more than SMALL, then a set.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from array import array
+from collections.abc import Iterable
+
+SMALL = 128
+Seen = array | set  # type: ignore[type-arg]
 
 
 def id_hash(command_id: str) -> int:
@@ -15,11 +23,24 @@ def id_hash(command_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(command_id.encode(), digest_size=8).digest(), "little") >> 1
 
 
-def pack(seen: set[int]) -> bytes:
+def new_seen() -> Seen:
+    return array("q")
+
+
+def add_ids(seen: Seen, ids: Iterable[int]) -> Seen:
+    """`seen` with `ids` added (the same object while it stays small)."""
+    if isinstance(seen, set):
+        seen.update(ids)
+        return seen
+    seen.extend(ids)
+    return set(seen) if len(seen) > SMALL else seen
+
+
+def pack(seen: Iterable[int]) -> bytes:
     return array("q", sorted(seen)).tobytes()
 
 
-def unpack(data: bytes) -> set[int]:
+def unpack(data: bytes) -> Seen:
     values = array("q")
     values.frombytes(data)
-    return set(values)
+    return set(values) if len(values) > SMALL else values
