@@ -24,6 +24,13 @@ def write_timestamp(epoch: int, seq: int) -> int:
     return (epoch << _EPOCH_SHIFT) | seq
 
 
+def batch_of(statements: Sequence[Any], kind: BatchType = BatchType.UNLOGGED) -> BatchStatement:
+    batch = BatchStatement(batch_type=kind)
+    for stmt in statements:
+        batch.add(stmt)
+    return batch
+
+
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     seq: int
@@ -95,32 +102,20 @@ class PlayerStore:
         logged batch, which Cassandra applies completely or not at all."""
         stmts = self.append_statements(player_id, entries, epoch)
         if also:
-            batch = BatchStatement(batch_type=BatchType.LOGGED)
-            for stmt in [*stmts, *also]:
-                batch.add(stmt)
+            batch = batch_of([*stmts, *also], BatchType.LOGGED)
             await aexecute(self.session, batch, op="journal_append_logged", limit=self.limit)
             return
         await self._writes.submit(stmts)
 
     async def _write_batch(self, groups: list[list[Any]]) -> list[None]:
         statements = [stmt for group in groups for stmt in group]
-        if len(statements) == 1:
-            await aexecute(self.session, statements[0], op="journal_append", limit=self.limit)
-        else:
-            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-            for stmt in statements:
-                batch.add(stmt)
-            await aexecute(self.session, batch, op="journal_append", limit=self.limit)
+        one = statements[0] if len(statements) == 1 else batch_of(statements)
+        await aexecute(self.session, one, op="journal_append", limit=self.limit)
         return [None] * len(groups)
 
     async def write_many(self, statements: list[Any], per_batch: int = 64) -> None:
         """Write journal statements of many players in a few unlogged batches, concurrently."""
-        batches = []
-        for start in range(0, len(statements), per_batch):
-            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-            for stmt in statements[start : start + per_batch]:
-                batch.add(stmt)
-            batches.append(batch)
+        batches = [batch_of(statements[i : i + per_batch]) for i in range(0, len(statements), per_batch)]
         await asyncio.gather(*(aexecute(self.session, b, op="journal_append", limit=self.limit) for b in batches))
 
     async def load(self, player_id: UUID) -> Loaded | None:
