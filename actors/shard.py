@@ -329,20 +329,27 @@ class PlayerShard:
         created: bool,
         outbox: list[Any] | None = None,
     ) -> None:
-        try:
+        async with self._durable([pid]):
             epoch = await self._epoch_for(act.home)
             if created:
                 await self.store.write_many(self._creation(pid, act, entries, state, new_ids, epoch))
             else:
                 await self.store.append(pid, entries, epoch, outbox or ())
-        except PitbossError:
-            self._evict(pid)
-            raise
-        except Exception as exc:
-            self._evict(pid)
-            log.warning("journal write for %s failed: %r", pid, exc)
-            raise Unavailable("the player's state could not be stored; retry") from None
         self._advance(pid, act, state, entries, new_ids, created)
+
+    @asynccontextmanager
+    async def _durable(self, pids: list[UUID]) -> AsyncIterator[None]:
+        """Around a journal write: if it fails or its outcome is unknown, the players are evicted
+        (the next turn reloads what really landed) and the caller gets a retryable error."""
+        try:
+            yield
+        except Exception as exc:
+            for pid in pids:
+                self._evict(pid)
+            if isinstance(exc, PitbossError):
+                raise
+            log.warning("journal write of %s players failed: %r", len(pids), exc)
+            raise Unavailable("the players' state could not be stored; retry") from None
 
     def _advance(
         self, pid: UUID, act: Active, state: PlayerState, entries: list[JournalEntry], new_ids: list[int], created: bool
@@ -545,7 +552,7 @@ class PlayerShard:
 
     async def _commit(self, plans: list[_Plan]) -> None:
         statements: list[Any] = []
-        try:
+        async with self._durable([plan.pid for plan in plans]):
             for plan in plans:
                 assert plan.state is not None
                 if plan.act is None:
@@ -556,13 +563,6 @@ class PlayerShard:
                 else:
                     statements += self.store.append_statements(plan.pid, plan.entries, epoch)
             await self.store.write_many(statements)
-        except Exception as exc:
-            for plan in plans:
-                self._evict(plan.pid)
-            if isinstance(exc, PitbossError):
-                raise
-            log.warning("journal write of %s players failed: %r", len(plans), exc)
-            raise Unavailable("events could not be stored; retry the batch") from None
         for plan in plans:
             self._advance(plan.pid, plan.act, plan.state, plan.entries, plan.new_ids, plan.created)  # type: ignore[arg-type]
 
