@@ -52,6 +52,31 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = 10.0
     max_body_bytes: int = 2 * 1024 * 1024
 
+    # --- Operators, sessions, SSO, audit (the back office) ---
+    # Base URL operators reach the dashboard at; OIDC redirect URIs are built from it.
+    public_base_url: str = "http://127.0.0.1:8000"
+    # Encrypts TOTP secrets at rest and derives other local secrets. Local-only default.
+    secret_key: str = "local-only-secret-key-change-me-in-production"
+    # "username:password" of the first admin, created if no operator exists. Local-only default;
+    # the admin must still enrol a second factor at first login.
+    bootstrap_admin: str = "admin:local-only-admin-password"
+    session_idle_seconds: int = Field(default=30 * 60, ge=60)
+    session_absolute_seconds: int = Field(default=12 * 3600, ge=300)
+    # Browsers treat http://127.0.0.1 and localhost as secure contexts, so Secure cookies work locally too.
+    cookie_secure: bool = True
+    login_max_failures: int = Field(default=5, ge=1)
+    login_failure_window_seconds: int = Field(default=15 * 60, ge=1)
+    login_lock_seconds: int = Field(default=15 * 60, ge=1)
+    # JSON list of OpenID Connect providers: [{"name", "issuer", "client_id", "client_secret",
+    # "groups_claim", "group_roles": {group: role}, "brands": [...], "jurisdictions": [...]}].
+    oidc_providers: str = "[]"
+    # Policy file (RBAC and ABAC as data); the packaged default when empty.
+    policy_file: str = ""
+    # HMAC-SHA256 key of the audit chain's signed anchors. Local-only default.
+    audit_anchor_key: str = "local-only-audit-anchor-key"
+    audit_anchor_every: int = Field(default=1000, ge=1)
+    audit_anchor_seconds: float = Field(default=60.0, gt=0)
+
     def replication_map(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for part in self.cassandra_replication.split(","):
