@@ -7,6 +7,7 @@ PitbossError
 ├── NotFound       404  unknown resource
 ├── Conflict       409  the request contradicts the current state or an earlier request
 │   └── NotHomeRegion   the player is owned by another live region
+├── RateLimited    429  too many attempts (logins, codes); `extra["retry_after"]` in seconds
 └── Unavailable    503  a dependency or the owner of the player cannot serve now; retry
     └── StaleOwner      this shard lost the player's ownership lease (fenced)
 """
@@ -69,6 +70,12 @@ class Conflict(PitbossError):
 class NotHomeRegion(Conflict):
     title = "Player is owned by another region"
     slug = "not-home-region"
+
+
+class RateLimited(PitbossError):
+    status = 429
+    title = "Too many requests"
+    slug = "rate-limited"
 
 
 class Unavailable(PitbossError):

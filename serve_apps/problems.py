@@ -34,6 +34,8 @@ def problem(
     headers = {"Retry-After": "1"} if status == 503 else None
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="pitboss"'}
+    if status == 429:
+        headers = {"Retry-After": str(int(extra.get("retry_after") or 1))}
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
