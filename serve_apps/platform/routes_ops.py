@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -11,25 +10,15 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from serve_apps.access import Public
 from serve_apps.platform.deps import Platform
+from serve_apps.probes import timed as _timed
 
 router = APIRouter(tags=["operations"])
 
 
-async def _timed(name: str, probe: Any) -> tuple[str, dict[str, Any]]:
-    started = time.perf_counter()
-    try:
-        detail = await asyncio.wait_for(probe, 3.0)
-        state: dict[str, Any] = {"status": "up", "ms": round((time.perf_counter() - started) * 1000, 1)}
-        if detail:
-            state["detail"] = detail
-    except Exception as exc:
-        state = {"status": "down", "error": f"{type(exc).__name__}: {exc}"[:300]}
-    return name, state
-
-
 @router.get("/healthz", summary="Each dependency's state; 503 if any is down")
-async def healthz(app: Platform) -> JSONResponse:
+async def healthz(app: Platform, _: None = Public) -> JSONResponse:
     checks = dict(
         await asyncio.gather(
             _timed("cassandra", app.probe_cassandra()),
@@ -65,7 +54,7 @@ class _ShardSamples:
 
 
 @router.get("/metrics", summary="Prometheus metrics of this replica and of the region's shards")
-async def metrics(app: Platform) -> Response:
+async def metrics(app: Platform, _: None = Public) -> Response:
     try:
         families = await app.router.metric_families()
     except Exception:

@@ -1,0 +1,44 @@
+"""What every back-office Serve replica holds: connections, the identity service, the policy
+engine, the audit client, the SSO providers and the player router. One per replica, built in
+the deployment's constructor and bound for the routes by `deps.bind`."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from actors.audit import AuditClient
+
+from actors.router import PlayerRouter
+from adapters.cassandra.apikeys import ApiKeyStore
+from adapters.cassandra.session import aexecute, connect
+from adapters.cassandra.vip import VipAssignments
+from adapters.oidc import OidcRegistry
+from adapters.policy_file import get_engine
+from adapters.settings import Settings, get_settings
+from domain.policy import PolicyEngine
+from serve_apps.backoffice.identity import IdentityService
+
+
+class BackOffice:
+    def __init__(self, settings: Settings | None = None, *, with_players: bool = True) -> None:
+        self.settings = settings or get_settings()
+        self.cluster, self.session = connect(self.settings, self.settings.cassandra_keyspace)
+        self.redis = aioredis.from_url(self.settings.redis_url, socket_timeout=3)
+        self.identity = IdentityService(self.settings, self.session, self.redis)
+        self.policy: PolicyEngine = get_engine()
+        self.audit = AuditClient(self.settings, self.session)
+        self.oidc = OidcRegistry(self.settings, self.redis)
+        self.keys = ApiKeyStore(self.session)
+        self.vip = VipAssignments(self.session)
+        self.players = PlayerRouter(self.settings) if with_players else None
+
+    async def start(self) -> None:
+        await self.identity.bootstrap_admin()
+
+    async def probe_cassandra(self) -> None:
+        await aexecute(self.session, "SELECT release_version FROM system.local", op="health")
+
+    async def probe_redis(self) -> None:
+        await self.redis.ping()
+
+    def redirect_uri(self, provider: str) -> str:
+        return f"{self.settings.public_base_url.rstrip('/')}/dashboard/sso/{provider}/callback"

@@ -1,0 +1,5 @@
+"""Browser tests run against the same local stack as the integration tests."""
+
+from tests.integration.conftest import stack
+
+__all__ = ["stack"]

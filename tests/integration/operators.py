@@ -1,0 +1,123 @@
+"""Operators for tests against the deployed back office: created through the identity service,
+then logged in over HTTP exactly as a person would (password, TOTP enrolment, code)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pyotp
+import redis.asyncio as aioredis
+
+from adapters.cassandra.session import connect
+from adapters.settings import Settings
+from schemas.operators import OperatorCreate
+from serve_apps.backoffice.identity import IdentityService
+
+BASE_URL = os.environ.get("PITBOSS_BASE_URL", "http://127.0.0.1:8000")
+ADMIN = f"{BASE_URL}/admin/v1"
+DASHBOARD = f"{BASE_URL}/dashboard"
+ROLES = (
+    "support_agent",
+    "payments_operator",
+    "compliance_officer",
+    "marketer",
+    "analyst",
+    "vip_manager",
+    "supervisor",
+    "admin",
+)
+
+
+@dataclass
+class LoggedIn:
+    """An operator with a full session: `client` sends the cookie and the CSRF header."""
+
+    operator_id: str
+    username: str
+    password: str
+    totp_secret: str
+    csrf: str
+    client: httpx.AsyncClient
+    recovery_codes: list[str] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class Operators:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.cluster, self.session = connect(settings, settings.cassandra_keyspace)
+        self.redis = aioredis.from_url(settings.redis_url)
+        self.identity = IdentityService(settings, self.session, self.redis)
+        self._clients: list[httpx.AsyncClient] = []
+
+    async def create(
+        self, roles: list[str], brands: list[str] | None = None, jurisdictions: list[str] | None = None
+    ) -> tuple[str, str, str]:
+        username = f"t-{roles[0][:12].replace('_', '-')}-{uuid.uuid4().hex[:10]}"
+        created, password = await self.identity.create_operator(
+            OperatorCreate(
+                username=username,
+                display_name=username,
+                email=f"{username}@ops.example.test",
+                roles=roles,
+                brands=brands if brands is not None else ["*"],
+                jurisdictions=jurisdictions if jurisdictions is not None else ["*"],
+            )
+        )
+        return str(created.operator_id), username, password
+
+    def client(self) -> httpx.AsyncClient:
+        c = httpx.AsyncClient(timeout=30, follow_redirects=False)
+        self._clients.append(c)
+        return c
+
+    async def login(
+        self, roles: list[str], brands: list[str] | None = None, jurisdictions: list[str] | None = None
+    ) -> LoggedIn:
+        operator_id, username, password = await self.create(roles, brands, jurisdictions)
+        client = self.client()
+        r = await client.post(f"{ADMIN}/auth/login", json={"username": username, "password": password})
+        assert r.status_code == 200, r.text
+        csrf = r.json()["csrf_token"]
+        assert r.json()["stage"] == "enrol"
+        r = await client.post(f"{ADMIN}/auth/2fa/enrol", headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200, r.text
+        secret = r.json()["secret"]
+        r = await client.post(
+            f"{ADMIN}/auth/2fa/enrol/confirm", json={"code": pyotp.TOTP(secret).now()}, headers={"X-CSRF-Token": csrf}
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        client.headers["X-CSRF-Token"] = body["csrf_token"]
+        return LoggedIn(
+            operator_id, username, password, secret, body["csrf_token"], client, body.get("recovery_codes", [])
+        )
+
+    async def aclose(self) -> None:
+        for c in self._clients:
+            await c.aclose()
+        await self.redis.aclose()
+        self.cluster.shutdown()
+
+
+def next_code(secret: str, after: str | None = None) -> str:
+    """A TOTP code different from `after` (a code is accepted once): waits for the next step."""
+    totp = pyotp.TOTP(secret)
+    code = totp.now()
+    while code == after:
+        time.sleep(0.5)
+        code = totp.now()
+    return code
+
+
+def problem(r: httpx.Response) -> dict[str, Any]:
+    assert r.headers.get("content-type", "").startswith("application/problem+json"), r.text
+    body: dict[str, Any] = r.json()
+    return body
