@@ -1,6 +1,6 @@
 """Run the benchmarks and print their figures (never asserts on them).
 
-    python -m benchmarks                       # all: ingest authorize memory recovery
+    python -m benchmarks                       # all: ingest authorize memory recovery policy
     python -m benchmarks ingest --players 2000 --events 20000
     python -m benchmarks authorize --duration 10 --players 200
     python -m benchmarks memory recovery --ray-address 127.0.0.1:6380
@@ -10,7 +10,8 @@ PITBOSS_API_KEY, PITBOSS_RABBITMQ_URL, PITBOSS_CASSANDRA_CONTACT_POINTS and the 
 PITBOSS_* settings, or the flags below. `memory` and `recovery` need the shards' pids: from
 /healthz if it reports them, else through Ray (--ray-address, PITBOSS_RAY_ADDRESS or RAY_ADDRESS;
 with token auth also RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH, as `make bench` sets them).
-`recovery` kills a shard process: run it only against a stack you may disturb.
+`recovery` kills a shard process: run it only against a stack you may disturb. `policy` times the
+authorization engine alone and needs no stack.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
-from benchmarks import authorize, ingest, memory, recovery
+from benchmarks import authorize, ingest, memory, policy, recovery
 from benchmarks.common import Report, Target
 
-NAMES = ("ingest", "authorize", "memory", "recovery")
+NAMES = ("ingest", "authorize", "memory", "recovery", "policy")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -66,6 +67,7 @@ def jobs(args: argparse.Namespace, target: Target) -> dict[str, Callable[[], Awa
             open_seconds=args.duration, use_wrk=not args.no_wrk, baseline=not args.no_baseline)),
         "memory": lambda: memory.run(target, memory.MemoryOptions(players=players(100_000))),
         "recovery": lambda: recovery.run(target, recovery.RecoveryOptions(players=players(200), shard=args.shard)),
+        "policy": lambda: policy.run(target, policy.PolicyOptions()),
     }
 
 
