@@ -4,6 +4,9 @@
     python -m cluster.local.stack run [--two-dc] [--no-serve] [--no-demo]
     python -m cluster.local.stack down | status | env | deploy [--two-dc] [--no-demo]
 
+Besides the services, it runs a test OpenID provider (`idp`, oidc-provider-mock on 127.0.0.1:9400)
+that the Serve apps know as SSO provider `local-idp`, with demo operators in it; local only.
+
 Every process the launcher starts is recorded in `.data/run/<name>.pid` (pid, kernel start time,
 session id); `down` stops exactly those processes. A service named by its `PITBOSS_*`
 environment variable is treated as external: it is only probed, never started or stopped.
@@ -30,6 +33,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +67,33 @@ SERVE_PORT = 8000
 HEALTHZ_URL = f"http://127.0.0.1:{SERVE_PORT}/platform/v1/healthz"
 DOCS_URL = f"http://127.0.0.1:{SERVE_PORT}/platform/v1/docs"
 DEFAULT_API_KEYS = "demo:local-only-demo-key"
+
+# The local test identity provider (oidc-provider-mock). It signs anyone in as whatever subject is
+# typed into its form: local only, never an example for production.
+IDP_PORT = 9400
+IDP_URL = f"http://127.0.0.1:{IDP_PORT}"
+IDP_PROVIDER = "local-idp"
+IDP_CLIENT_ID = "pitboss-local"
+IDP_CLIENT_SECRET = "local-only-idp-client-secret"
+IDP_TIMEOUT = 30.0
+IDP_GROUP_ROLES = {
+    "pitboss-admins": ["admin"],
+    "pitboss-compliance": ["compliance_officer"],
+    "pitboss-support": ["support_agent"],
+    "pitboss-marketing": ["marketer"],
+    "pitboss-analysts": ["analyst"],
+    "pitboss-payments": ["payments_operator"],
+    "pitboss-vip": ["vip_manager"],
+    "pitboss-supervisors": ["supervisor"],
+}
+# (subject = email, name, groups) of the operators put into the test IdP at `up`.
+IDP_USERS = (
+    ("admin@idp.local", "Ada Admin", ["pitboss-admins", "brand-demo"]),
+    ("compliance@idp.local", "Carl Compliance", ["pitboss-compliance", "brand-demo"]),
+    ("marketer@idp.local", "Mona Marketer", ["pitboss-marketing", "brand-demo"]),
+    ("agent@idp.local", "Sam Support", ["pitboss-support", "brand-demo"]),
+    ("nobody@idp.local", "Nora Nogroup", ["staff"]),
+)
 
 SOCKET_PATH_BUDGET = 46
 HAPROXY_PATH_BUDGET = 27
@@ -344,6 +375,7 @@ def local_env(two_dc: bool = False) -> dict[str, str]:
         "PITBOSS_RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{AMQP_PORT}/",
         "PITBOSS_RAY_ADDRESS": f"{RAY_HOST}:{RAY_PORT}",
         "PITBOSS_BOOTSTRAP_API_KEYS": api_keys(),
+        "PITBOSS_OIDC_PROVIDERS": oidc_providers(),
     }
     if external("PITBOSS_CASSANDRA_CONTACT_POINTS") is not None:
         env.pop("PITBOSS_CASSANDRA_REPLICATION")
@@ -909,6 +941,106 @@ def stop_ray() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Test OpenID provider (SSO)
+
+
+def use_idp() -> bool:
+    """The launcher runs the test IdP unless the SSO providers are configured from outside.
+
+    The launcher's own value (exported by `env`) does not count as outside configuration.
+    """
+    return external("PITBOSS_OIDC_PROVIDERS") in (None, local_oidc_providers())
+
+
+def local_oidc_providers() -> str:
+    provider = {
+        "name": IDP_PROVIDER,
+        "display_name": "Local test IdP (local only)",
+        "issuer": IDP_URL,
+        "client_id": IDP_CLIENT_ID,
+        "client_secret": IDP_CLIENT_SECRET,
+        "group_roles": IDP_GROUP_ROLES,
+        "group_brands": {"brand-demo": ["demo"]},
+        "default_brands": ["demo"],
+        "default_jurisdictions": ["*"],
+    }
+    return json.dumps([provider], separators=(",", ":"))
+
+
+def oidc_providers() -> str:
+    """`PITBOSS_OIDC_PROVIDERS` for the Serve apps: the external setting, else the local test IdP."""
+    return local_oidc_providers() if use_idp() else str(external("PITBOSS_OIDC_PROVIDERS"))
+
+
+def idp_argv() -> list[str]:
+    cli = VENV_BIN / "oidc-provider-mock"
+    argv = [str(cli)] if cli.exists() else [python(), "-m", "oidc_provider_mock"]
+    argv += ["--host", "127.0.0.1", "--port", str(IDP_PORT), "--require-nonce", "true"]
+    # Predefined users get one-click buttons on the IdP's sign-in form.
+    for sub, _, _ in IDP_USERS:
+        argv += ["--user-claims", json.dumps({"sub": sub, **idp_claims(sub)})]
+    return argv
+
+
+def idp_claims(sub: str) -> dict[str, Any]:
+    for user, name, groups in IDP_USERS:
+        if user == sub:
+            return {"email": sub, "email_verified": True, "name": name, "groups": groups}
+    raise KeyError(sub)
+
+
+def idp_ready() -> bool:
+    """The IdP answers discovery as the issuer the Serve apps are configured with."""
+    try:
+        with urllib.request.urlopen(f"{IDP_URL}/.well-known/openid-configuration", timeout=3.0) as response:
+            metadata = json.loads(response.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(metadata, dict) and metadata.get("issuer") == IDP_URL
+
+
+def start_idp() -> Record | None:
+    if recorded("idp") is not None:
+        return None
+    ensure_port_free("idp", "127.0.0.1", IDP_PORT, "PITBOSS_OIDC_PROVIDERS")
+    return spawn("idp", idp_argv())
+
+
+def wait_idp() -> None:
+    wait_until("idp", idp_ready, IDP_TIMEOUT, recorded("idp"))
+
+
+def seed_idp_users() -> None:
+    """PUT the demo operators (idempotent), also into an IdP started before they were defined."""
+    for sub, _, _ in IDP_USERS:
+        request = urllib.request.Request(
+            f"{IDP_URL}/users/{urllib.parse.quote(sub, safe='')}",
+            data=json.dumps(idp_claims(sub)).encode(),
+            headers={"Content-Type": "application/json"},
+            method="PUT",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5.0) as response:
+                response.read()
+        except (OSError, ValueError) as exc:
+            raise StackError(f"idp: cannot store user {sub}: {exc}") from exc
+
+
+def check_oidc_providers() -> None:
+    """Fail early, naming the bad part, if an external PITBOSS_OIDC_PROVIDERS would not parse."""
+    value = external("PITBOSS_OIDC_PROVIDERS")
+    if value is None or use_idp() or not module_exists("schemas.oidc"):
+        return
+    from schemas.oidc import OidcConfigError, parse_providers
+
+    try:
+        names = [p.name for p in parse_providers(value)]
+    except OidcConfigError as exc:
+        raise StackError(str(exc)) from None
+    say("sso: external PITBOSS_OIDC_PROVIDERS (" + (", ".join(names) or "no provider") + "); no test IdP")
+
+
+# ---------------------------------------------------------------------------------------------
 # Serve, migrations, demo
 
 
@@ -985,6 +1117,12 @@ def source_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+def deploy_digest() -> str:
+    """What the running replicas were deployed with: the sources and the settings passed to them."""
+    settings = hashlib.sha256(oidc_providers().encode()).hexdigest()[:8]
+    return f"{source_digest()}-{settings}"
+
+
 def built_serve_config() -> Path:
     """cluster/serve/local.yaml with the source digest in each app's env, so a code change
     replaces the replicas even when the config itself did not change."""
@@ -994,6 +1132,7 @@ def built_serve_config() -> Path:
     for app in config.get("applications", []):
         env = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
         env["PITBOSS_BUILD"] = source_digest()
+        env.setdefault("PITBOSS_OIDC_PROVIDERS", oidc_providers())
     out = DATA / "serve-config.yaml"
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
@@ -1022,7 +1161,7 @@ def deploy_serve(two_dc: bool) -> bool:
     say("serve: healthy")
     # Serve replaced its replicas; the detached shards and consumers still run the old code.
     run_step("actor rollout", [python(), "-m", "actors.rollout"], child_env(two_dc), timeout=300.0)
-    DEPLOYED_DIGEST.write_text(source_digest())
+    DEPLOYED_DIGEST.write_text(deploy_digest())
     return True
 
 
@@ -1057,6 +1196,7 @@ def check_external(two_dc: bool) -> None:
         if not (port_open(host, port) if secure else amqp_probe(host, port)):
             raise StackError(f"external RabbitMQ {host}:{port} does not answer AMQP")
         say(f"rabbitmq: external {host}:{port} reachable")
+    check_oidc_providers()
     ray_address = external("PITBOSS_RAY_ADDRESS")
     if ray_address is not None:
         host, port = host_port(ray_address, RAY_PORT)
@@ -1104,6 +1244,7 @@ def up(two_dc: bool = False, serve: bool = True, demo: bool = True, result: UpRe
     use_redis = external("PITBOSS_REDIS_URL") is None
     use_rabbit = external("PITBOSS_RABBITMQ_URL") is None
     use_ray = external("PITBOSS_RAY_ADDRESS") is None
+    with_idp = use_idp()
     nodes = cassandra_nodes(two_dc) if use_cassandra else []
     if use_cassandra and not two_dc and recorded(NODES["us"].service) is not None:
         say("cassandra-us: running from an earlier --two-dc start; left as it is")
@@ -1125,6 +1266,8 @@ def up(two_dc: bool = False, serve: bool = True, demo: bool = True, result: UpRe
         if use_rabbit:
             started(start_epmd(), "epmd")
             started(start_rabbitmq(), "rabbitmq")
+        if with_idp:
+            started(start_idp(), "idp")
         if use_ray and recorded("ray") is None:
             say("ray: starting (ray start --head)")
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -1148,6 +1291,10 @@ def up(two_dc: bool = False, serve: bool = True, demo: bool = True, result: UpRe
         if use_ray:
             wait_ray()
             say("ray: ready")
+        if with_idp:
+            wait_idp()
+            seed_idp_users()
+            say(f"idp: ready ({IDP_URL}, {len(IDP_USERS)} demo operators)")
     except BaseException:
         if result.started:
             say("startup failed; stopping what this call started: " + ", ".join(result.started))
@@ -1155,7 +1302,7 @@ def up(two_dc: bool = False, serve: bool = True, demo: bool = True, result: UpRe
             result.started.clear()
         raise
     if serve:
-        if serve_healthy() and DEPLOYED_DIGEST.exists() and DEPLOYED_DIGEST.read_text() == source_digest():
+        if serve_healthy() and DEPLOYED_DIGEST.exists() and DEPLOYED_DIGEST.read_text() == deploy_digest():
             # Cheap and idempotent; keeps the keyspace's replication in step with --two-dc.
             migrate(two_dc)
             say("serve: already healthy and running these sources (use `stack deploy` to redeploy)")
@@ -1168,7 +1315,7 @@ def up(two_dc: bool = False, serve: bool = True, demo: bool = True, result: UpRe
     return result
 
 
-SERVICE_ORDER = ("ray", "rabbitmq", "epmd", "redis", "cassandra-us", "cassandra-eu")
+SERVICE_ORDER = ("idp", "ray", "rabbitmq", "epmd", "redis", "cassandra-us", "cassandra-eu")
 
 
 def stop_service(name: str) -> bool:
@@ -1253,10 +1400,16 @@ def status() -> bool:
     ok = ray_ready() if rec else False
     healthy &= ok or rec is None
     rows.append(("ray", _state(rec, ok), f"{RAY_HOST}:{RAY_PORT} dashboard http://127.0.0.1:{DASHBOARD_PORT}"))
+    rec = recorded("idp")
+    ok = idp_ready() if rec else False
+    healthy &= ok or rec is None
+    rows.append(("idp", _state(rec, ok), f"{IDP_URL} (test OpenID provider, local only)"))
     code = http_status(HEALTHZ_URL)
     rows.append(("serve", "healthy" if code == 200 else f"not healthy ({code or 'no answer'})", HEALTHZ_URL))
-    for var in ("PITBOSS_CASSANDRA_CONTACT_POINTS", "PITBOSS_REDIS_URL", "PITBOSS_RABBITMQ_URL", "PITBOSS_RAY_ADDRESS"):
-        if external(var):
+    external_vars = ("PITBOSS_CASSANDRA_CONTACT_POINTS", "PITBOSS_REDIS_URL", "PITBOSS_RABBITMQ_URL",
+                     "PITBOSS_RAY_ADDRESS", "PITBOSS_OIDC_PROVIDERS")  # fmt: skip
+    for var in external_vars:
+        if external(var) and (var != "PITBOSS_OIDC_PROVIDERS" or not use_idp()):
             rows.append(("external", var, "set: the launcher does not manage this service"))
     width = max(len(r[1]) for r in rows)
     for name, state, where in rows:
@@ -1290,6 +1443,15 @@ def print_summary(two_dc: bool, serve: bool) -> None:
         f"  Demo API key   {api_keys()}  (local-only)",
         f"  Logs           {LOGS.relative_to(ROOT)}/",
     ]
+    if use_idp() and recorded("idp") is not None:
+        lines.append(
+            f'  SSO test IdP   {IDP_URL}  provider {IDP_PROVIDER!r}: "Sign in with Local test IdP" on the dashboard,'
+            " then pick an operator (local only; no password, anyone can be anyone)"
+        )
+        for sub, name, groups in IDP_USERS:
+            lines.append(f"                 {sub:<22} {name:<16} groups {', '.join(groups)}  (local only)")
+    elif not use_idp():
+        lines.append("  SSO            PITBOSS_OIDC_PROVIDERS set externally; no test IdP")
     print("\n".join(lines), flush=True)
 
 
@@ -1324,12 +1486,12 @@ def main(argv: list[str] | None = None) -> int:
     deploy.add_argument("--no-demo", action="store_true")
     sub.add_parser("down", help="stop everything the launcher started")
     sub.add_parser("status", help="show what runs and whether it answers")
-    sub.add_parser("env", help="print the shell exports a Ray client of the local stack needs")
+    sub.add_parser("env", help="print the shell exports a client of the local stack needs (Ray, SSO providers)")
     args = parser.parse_args(argv)
 
     try:
         if args.command == "env":
-            for key, value in ray_client_env().items():
+            for key, value in {**ray_client_env(), "PITBOSS_OIDC_PROVIDERS": oidc_providers()}.items():
                 print(f"export {key}={shlex.quote(value)}")
             return 0
         if args.command == "status":
