@@ -133,23 +133,30 @@ def operator_of(request: Request, info: SessionInfo) -> Operator:
     )
 
 
+async def _refused(
+    bo: BackOffice, op: Operator, permission: str, decision: Decision, resource: Resource | None, target_id: str | None
+) -> None:
+    if decision.allowed:
+        return
+    await auditing.record(
+        bo,
+        op,
+        permission,
+        target_kind=resource.kind if resource else permission.split(".")[0],
+        target_id=target_id or (resource.id if resource else None),
+        brand=resource.brand if resource else None,
+        outcome="denied",
+        reason=decision.reason,
+    )
+    raise Forbidden(decision.reason, extra={"permission": permission})
+
+
 async def authorize(
     bo: BackOffice, op: Operator, permission: str, resource: Resource | None = None, *, target_id: str | None = None
 ) -> Decision:
-    """The policy's answer; a denial is audited and raised as 403."""
+    """The policy's answer on a resource; a denial is audited and raised as 403."""
     decision = bo.policy.decide(op.subject, permission, resource)
-    if not decision.allowed:
-        await auditing.record(
-            bo,
-            op,
-            permission,
-            target_kind=resource.kind if resource else permission.split(".")[0],
-            target_id=target_id or (resource.id if resource else None),
-            brand=resource.brand if resource else None,
-            outcome="denied",
-            reason=decision.reason,
-        )
-        raise Forbidden(decision.reason, extra={"permission": permission})
+    await _refused(bo, op, permission, decision, resource, target_id)
     return decision
 
 
@@ -161,8 +168,12 @@ def Require(permission: str, *, own: bool = False) -> Any:
     async def require(request: Request, bo: BO) -> Operator:
         info = await session_info(request, bo)
         op = operator_of(request, info)
-        resource = Resource(kind=permission.split(".")[0], owner=op.id) if own else None
-        await authorize(bo, op, permission, resource)
+        if own:
+            await authorize(bo, op, permission, Resource(kind=permission.split(".")[0], owner=op.id))
+        else:
+            # The role gate: conditions on a particular player, key or operator need that resource,
+            # so the route checks them again with `authorize` once it has loaded it.
+            await _refused(bo, op, permission, bo.policy.decide_role(op.subject, permission), None, None)
         return op
 
     mark_permission(require, permission)
