@@ -67,8 +67,7 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_failure_window_seconds: int = Field(default=15 * 60, ge=1)
     login_lock_seconds: int = Field(default=15 * 60, ge=1)
-    # JSON list of OpenID Connect providers: [{"name", "issuer", "client_id", "client_secret",
-    # "groups_claim", "group_roles": {group: role}, "brands": [...], "jurisdictions": [...]}].
+    # JSON list of OpenID Connect providers, each an `OidcProviderConfig` (schemas/oidc.py).
     oidc_providers: str = "[]"
     # Policy file (RBAC and ABAC as data); the packaged default when empty.
     policy_file: str = ""

@@ -151,6 +151,8 @@ async def sso_callback(
         getattr(request.state, "request_id", None),
     )
     try:
+        if error and state:
+            await bo.oidc.cancel(provider, state)
         if error or not code or not state:
             raise Unauthorized(f"the identity provider did not sign you in ({error or 'no code'})", field="code")
         identity, _return_to = await bo.oidc.finish(provider, code, state, bo.redirect_uri(provider))
