@@ -7,6 +7,7 @@ every one of them.
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,6 +68,10 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_failure_window_seconds: int = Field(default=15 * 60, ge=1)
     login_lock_seconds: int = Field(default=15 * 60, ge=1)
+    # Addresses/networks of the proxies in front of the replicas (Serve's HAProxy, a load balancer).
+    # A request from one of them is attributed to the last address it appended to X-Forwarded-For;
+    # the proxy's own address is never locked out, or one attacker would lock out every operator.
+    trusted_proxies: str = "127.0.0.1/32,::1/128"
     # JSON list of OpenID Connect providers, each an `OidcProviderConfig` (schemas/oidc.py).
     oidc_providers: str = "[]"
     # Policy file (RBAC and ABAC as data); the packaged default when empty.
@@ -75,6 +80,9 @@ class Settings(BaseSettings):
     audit_anchor_key: str = "local-only-audit-anchor-key"
     audit_anchor_every: int = Field(default=1000, ge=1)
     audit_anchor_seconds: float = Field(default=60.0, gt=0)
+
+    def trusted_networks(self) -> list[IPv4Network | IPv6Network]:
+        return [ip_network(p.strip(), strict=False) for p in self.trusted_proxies.split(",") if p.strip()]
 
     def replication_map(self) -> dict[str, int]:
         out: dict[str, int] = {}

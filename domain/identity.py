@@ -19,9 +19,10 @@ from __future__ import annotations
 import base64
 import hmac
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Literal
 
 from domain.errors import InvalidInput
@@ -158,3 +159,33 @@ def check_totp(
     if not fresh:
         return TotpCheck("replay")
     return TotpCheck("accepted", max(fresh))
+
+
+# --- client addresses --------------------------------------------------------------------
+
+Networks = Sequence[IPv4Network | IPv6Network]
+
+
+def is_trusted_proxy(address: str, networks: Networks) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, networks: Networks) -> str | None:
+    """The caller's address: the peer, unless the peer is a trusted proxy, then the nearest
+    address in X-Forwarded-For that is not one (entries further left are the client's claims)."""
+    if peer is None or not is_trusted_proxy(peer, networks) or not forwarded_for:
+        return peer
+    for hop in reversed([h.strip() for h in forwarded_for.split(",")][:32]):
+        if not hop:
+            continue
+        try:
+            ip_address(hop)
+        except ValueError:
+            return peer
+        if not is_trusted_proxy(hop, networks):
+            return hop
+    return peer

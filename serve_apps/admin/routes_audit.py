@@ -9,23 +9,29 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from schemas.audit import VerifyReport
+from actors.audit import to_csv_lines, to_json_lines
+from schemas.audit import AuditEntry, VerifyReport
 from serve_apps.backoffice import actions
 from serve_apps.backoffice.deps import BO, Operator, Require
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
-@router.get("", summary="Audit entries, newest first (cursor = the last seq seen)")
+@router.get("", summary="Audit entries, newest first; filters match exactly (`action` ending in `.` is a prefix)")
 async def recent(
     op: Annotated[Operator, Require("audit.read")],
     bo: BO,
-    cursor: Annotated[int | None, Query(ge=0)] = None,
+    cursor: Annotated[int | None, Query(ge=1, description="`next_cursor` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    actor_id: Annotated[str | None, Query(max_length=200)] = None,
+    action: Annotated[str | None, Query(max_length=100)] = None,
+    target_id: Annotated[str | None, Query(max_length=200)] = None,
+    outcome: Annotated[Literal["succeeded", "denied", "failed"] | None, Query()] = None,
 ) -> dict[str, Any]:
-    entries = await bo.audit.recent(limit, cursor)
-    items = [e.model_dump(mode="json") for e in entries]
-    return {"items": items, "next_cursor": str(entries[-1].seq) if len(entries) == limit and entries else None}
+    entries, nxt = await bo.audit.recent_page(
+        limit, cursor, actor_id=actor_id, action=action, target_id=target_id, outcome=outcome
+    )
+    return {"items": [e.model_dump(mode="json") for e in entries], "next_cursor": nxt}
 
 
 @router.get("/verify", response_model=VerifyReport, summary="Verify the hash chain and its signed anchors")
@@ -56,10 +62,7 @@ async def export(
     )
 
 
-async def _serialise(entries: AsyncIterator[Any], fmt: str) -> AsyncIterator[bytes]:
-    from actors.audit import csv_header, csv_line, json_line
-
-    if fmt == "csv":
-        yield csv_header().encode()
-    async for e in entries:
-        yield (csv_line(e) if fmt == "csv" else json_line(e)).encode()
+async def _serialise(entries: AsyncIterator[AuditEntry], fmt: str) -> AsyncIterator[bytes]:
+    lines = to_csv_lines(entries) if fmt == "csv" else to_json_lines(entries)
+    async for line in lines:
+        yield line.encode()

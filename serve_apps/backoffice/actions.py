@@ -4,7 +4,7 @@ each checks the policy on the resource it touches, does the work, and audits it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -333,6 +333,8 @@ async def assign_vip(bo: BackOffice, op: Operator, player_id: UUID, manager: UUI
 
 
 async def export_audit(bo: BackOffice, op: Operator, start: datetime, end: datetime, fmt: str) -> AsyncIterator[Any]:
+    # A browser's datetime-local field has no offset: the page says the times are UTC.
+    start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
     if end <= start:
         raise InvalidInput("`to` must be after `from`", field="to")
     await auditing.record(

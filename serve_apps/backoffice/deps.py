@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request, Response
 
 from domain.errors import Forbidden, Unauthorized, Unavailable
+from domain.identity import client_address
 from domain.policy import Decision, Resource, Subject
 from serve_apps.access import Public, mark_permission
 from serve_apps.backoffice import auditing
@@ -52,8 +53,11 @@ def session_id(request: Request, bo: BackOffice) -> str | None:
 
 
 def client_ip(request: Request) -> str | None:
-    # The direct peer only: X-Forwarded-For is whatever the caller wants it to be.
-    return request.client.host if request.client else None
+    # X-Forwarded-For counts only as far as it was written by proxies we trust.
+    peer = request.client.host if request.client else None
+    bo = _current[0] if _current else None
+    networks = bo.identity.proxies if bo else []
+    return client_address(peer, request.headers.get("x-forwarded-for"), networks)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from domain.identity import (
     check_password,
     check_totp,
     is_totp_code,
+    is_trusted_proxy,
     lockout_state,
     new_recovery_codes,
     normalize_recovery_code,
@@ -124,6 +125,7 @@ class IdentityService:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings
+        self.proxies = settings.trusted_networks()
         self.operators = OperatorStore(session, settings.lease_serial_consistency)
         self.sessions = SessionStore(
             redis,
@@ -165,7 +167,7 @@ class IdentityService:
 
     def _subjects(self, username: str, ip: str | None) -> list[tuple[str, str, int]]:
         subjects = [("user", username, self.settings.login_max_failures)]
-        if ip:
+        if ip and not is_trusted_proxy(ip, self.proxies):
             subjects.append(("ip", ip, self.settings.login_max_failures * IP_FAILURE_FACTOR))
         return subjects
 

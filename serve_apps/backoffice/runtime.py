@@ -5,8 +5,8 @@ the deployment's constructor and bound for the routes by `deps.bind`."""
 from __future__ import annotations
 
 import redis.asyncio as aioredis
-from actors.audit import AuditClient
 
+from actors.audit import AuditClient
 from actors.router import PlayerRouter
 from adapters.cassandra.apikeys import ApiKeyStore
 from adapters.cassandra.session import aexecute, connect
@@ -25,7 +25,7 @@ class BackOffice:
         self.redis = aioredis.from_url(self.settings.redis_url, socket_timeout=3)
         self.identity = IdentityService(self.settings, self.session, self.redis)
         self.policy: PolicyEngine = get_engine()
-        self.audit = AuditClient(self.settings, self.session)
+        self.audit = AuditClient(self.settings)
         self.oidc = OidcRegistry(self.settings, self.redis)
         self.keys = ApiKeyStore(self.session)
         self.vip = VipAssignments(self.session)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -30,7 +30,7 @@ Code = Annotated[str, Form(max_length=32)]
 
 
 def _login_page(
-    request: Request, bo: BackOffice, error: str | None = None, status: int = 200, **ctx: object
+    request: Request, bo: BackOffice, error: str | None = None, status: int = 200, **ctx: Any
 ) -> HTMLResponse:
     return page(request, bo, "login.html", status=status, error=error, providers=bo.oidc.providers(), **ctx)
 

@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date
+from pathlib import Path
 
 import httpx
 import pyotp
@@ -26,7 +27,7 @@ CHROMIUM = os.environ.get("PITBOSS_CHROMIUM", "/usr/bin/chromium")
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    if not os.path.exists(CHROMIUM):
+    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 - once per module, before the browser starts
         pytest.fail(f"Chromium not found at {CHROMIUM}: `make install` installs Debian's chromium")
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
@@ -99,12 +100,12 @@ async def test_an_operator_enrols_totp_and_logs_in_again_with_a_code(browser: Br
 
 @pytest.mark.parametrize("role", ["support_agent", "marketer", "analyst", "compliance_officer", "supervisor", "admin"])
 async def test_navigation_shows_exactly_what_the_role_may_open(browser: Browser, ops: Operators, role: str) -> None:
-    operator_id, username, password = await ops.create([role])
+    _, username, password = await ops.create([role])
     page, _ = await login(browser, username, password)
     held = get_engine().permissions_for([role])
     shown = set(await page.locator("header nav a").evaluate_all("els => els.map(e => e.dataset.nav)"))
     assert shown == {key for key, _, _, perm in NAV if perm in held}
-    for key, _, href, perm in NAV:
+    for _key, _, href, perm in NAV:
         response = await page.goto(f"{DASHBOARD}{href}")
         assert response is not None
         assert (response.status == 403) == (perm not in held), f"{role} {href}: {response.status}"

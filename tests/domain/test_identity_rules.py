@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
 from typing import Any
 
 import pyotp
@@ -14,7 +15,9 @@ from domain.identity import (
     TOTP_INTERVAL,
     check_password,
     check_totp,
+    client_address,
     format_recovery_code,
+    is_trusted_proxy,
     lockout_state,
     new_recovery_codes,
     normalize_recovery_code,
@@ -206,3 +209,22 @@ def test_operator_bodies_validate_their_fields() -> None:
         with pytest.raises(ValidationError):
             CodeRequest(code=bad_code)
     assert CodeRequest(code="123 456").code == "123456"
+
+
+NETS = [ip_network("127.0.0.1/32"), ip_network("10.0.0.0/8")]
+
+
+def test_the_client_address_is_the_peer_unless_the_peer_is_a_trusted_proxy() -> None:
+    assert client_address("203.0.113.9", "198.51.100.1", NETS) == "203.0.113.9"
+    assert client_address("127.0.0.1", "198.51.100.1", NETS) == "198.51.100.1"
+    assert client_address("127.0.0.1", None, NETS) == "127.0.0.1"
+
+
+def test_a_forged_forwarded_for_entry_left_of_the_real_one_is_ignored() -> None:
+    assert client_address("127.0.0.1", "1.2.3.4, 198.51.100.7, 10.1.1.1", NETS) == "198.51.100.7"
+    assert client_address("127.0.0.1", "not-an-ip", NETS) == "127.0.0.1"
+
+
+def test_trusted_proxies_are_recognised() -> None:
+    assert is_trusted_proxy("10.9.8.7", NETS) and not is_trusted_proxy("11.0.0.1", NETS)
+    assert not is_trusted_proxy("garbage", NETS)

@@ -43,7 +43,13 @@ async def register_player(brand_key: str = API_KEY, country: str = "MT") -> tupl
     async with httpx.AsyncClient(base_url=API_URL, headers={"Authorization": f"Bearer {brand_key}"}) as api:
         r = await api.post(
             "/players",
-            json={"player_id": player_id, "currency": "EUR", "country": country, "email": email, "phone": "+35699123456"},
+            json={
+                "player_id": player_id,
+                "currency": "EUR",
+                "country": country,
+                "email": email,
+                "phone": "+35699123456",
+            },
         )
         assert r.status_code == 201, r.text
     return player_id, email
@@ -55,8 +61,10 @@ async def test_a_wrong_password_is_refused_and_audited(ops: Operators, complianc
         r = await anon.post(f"{ADMIN}/auth/login", json={"username": username, "password": "not-the-password-at-all"})
         assert r.status_code == 401
         assert problem(r)["detail"]
-        unknown = await anon.post(f"{ADMIN}/auth/login", json={"username": f"nobody-{uuid.uuid4().hex[:6]}",
-                                                               "password": "not-the-password-at-all"})
+        unknown = await anon.post(
+            f"{ADMIN}/auth/login",
+            json={"username": f"nobody-{uuid.uuid4().hex[:6]}", "password": "not-the-password-at-all"},
+        )
         assert unknown.status_code == 401
         assert problem(unknown)["detail"] == problem(r)["detail"]
     denied = await audit_entries(compliance, action="auth.login", outcome="denied", actor_name=username)
@@ -207,8 +215,13 @@ async def test_an_admin_cannot_grant_a_scope_beyond_their_own(ops: Operators) ->
     scoped = await ops.login(["admin"], brands=["demo"], jurisdictions=["MT"])
     r = await scoped.client.post(
         f"{ADMIN}/operators",
-        json={"username": f"x{uuid.uuid4().hex[:8]}", "display_name": "x", "roles": ["support_agent"], "brands": ["*"],
-              "jurisdictions": ["MT"]},
+        json={
+            "username": f"x{uuid.uuid4().hex[:8]}",
+            "display_name": "x",
+            "roles": ["support_agent"],
+            "brands": ["*"],
+            "jurisdictions": ["MT"],
+        },
     )
     assert r.status_code == 422 and problem(r)["field"] == "brands"
 
@@ -294,11 +307,13 @@ async def test_the_audit_chain_verifies_and_exports(admin: LoggedIn, compliance:
         f"{ADMIN}/audit/export", params={"from": "2020-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z", "format": "csv"}
     )
     assert r.status_code == 200 and r.text.splitlines()[0].startswith("seq")
-    r = await compliance.client.get(f"{ADMIN}/audit/export", params={"from": "2030-01-01T00:00:00Z",
-                                                                      "to": "2020-01-01T00:00:00Z"})
+    r = await compliance.client.get(
+        f"{ADMIN}/audit/export", params={"from": "2030-01-01T00:00:00Z", "to": "2020-01-01T00:00:00Z"}
+    )
     assert r.status_code == 422
     exports = await audit_entries(compliance, action="audit.export", actor_id=compliance.operator_id)
     assert exports
-    marketer_denied = await admin.client.get(f"{ADMIN}/audit/export", params={"from": "2020-01-01T00:00:00Z",
-                                                                               "to": "2021-01-01T00:00:00Z"})
+    marketer_denied = await admin.client.get(
+        f"{ADMIN}/audit/export", params={"from": "2020-01-01T00:00:00Z", "to": "2021-01-01T00:00:00Z"}
+    )
     assert marketer_denied.status_code in (200, 403)
