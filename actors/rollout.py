@@ -17,8 +17,8 @@ import time
 import ray
 
 from actors.router import call, ensure_shards
-from actors.runtime import ensure_consumers
-from adapters.settings import get_settings
+from actors.runtime import ensure_audit, ensure_consumers
+from adapters.settings import Settings, get_settings
 
 
 async def _wait_ready(handle: object, timeout: float = 60.0) -> None:
@@ -56,7 +56,29 @@ async def rollout() -> int:
                     raise
                 await asyncio.sleep(0.5)
         print(f"consumer {i}: restarted")
+    await _restart_audit(settings)
     return 0
+
+
+async def _restart_audit(settings: Settings) -> None:
+    """Drain the audit log (queued appends committed, new ones refused so callers retry), restart
+    it, and wait until it has claimed its chain again."""
+    audit = ensure_audit(settings)
+    try:
+        await call(audit.drain.remote(), 60.0)
+    except Exception as exc:  # nothing acknowledged is lost: answers come only after the commit
+        print(f"audit log: drain skipped ({exc})")
+    ray.kill(audit, no_restart=False)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            await call(audit.head.remote(), 10.0)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    print("audit log: restarted")
 
 
 def main() -> int:

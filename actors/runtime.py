@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.audit import audit_actor
 from actors.consumer import EventConsumer
 from actors.router import detached
 from adapters.settings import Settings
@@ -19,3 +20,8 @@ def ensure_consumers(settings: Settings) -> list[Any]:
         detached(EventConsumer, consumer_name(settings.region, i), settings, 64, settings.region, i)
         for i in range(settings.consumers)
     ]
+
+
+def ensure_audit(settings: Settings) -> Any:
+    """Get or create the region's audit log writer, `pitboss-audit-<region>` (actors.audit.AuditLog)."""
+    return audit_actor(settings)
