@@ -15,7 +15,7 @@ async def health_answer(bo: BackOffice) -> JSONResponse:
         await asyncio.gather(
             timed("cassandra", bo.probe_cassandra()),
             timed("redis", bo.probe_redis()),
-            timed("audit", bo.audit.head()),
+            timed("audit", bo.probe_audit()),
         )
     )
     ok = all(c["status"] == "up" for c in checks.values())

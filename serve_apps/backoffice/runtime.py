@@ -40,5 +40,9 @@ class BackOffice:
     async def probe_redis(self) -> None:
         await self.redis.ping()
 
+    async def probe_audit(self) -> dict[str, int]:
+        head = await self.audit.head()
+        return {"seq": head.seq if head else 0}
+
     def redirect_uri(self, provider: str) -> str:
         return f"{self.settings.public_base_url.rstrip('/')}/dashboard/sso/{provider}/callback"

@@ -44,6 +44,7 @@ class LoggedIn:
     csrf: str
     client: httpx.AsyncClient
     recovery_codes: list[str] = field(default_factory=list)
+    last_code: str | None = None  # the TOTP code used last: the next login needs a later one
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -74,7 +75,7 @@ class Operators:
         return str(created.operator_id), username, password
 
     def client(self) -> httpx.AsyncClient:
-        c = httpx.AsyncClient(timeout=30, follow_redirects=False)
+        c = session_client()
         self._clients.append(c)
         return c
 
@@ -90,14 +91,13 @@ class Operators:
         r = await client.post(f"{ADMIN}/auth/2fa/enrol", headers={"X-CSRF-Token": csrf})
         assert r.status_code == 200, r.text
         secret = r.json()["secret"]
-        r = await client.post(
-            f"{ADMIN}/auth/2fa/enrol/confirm", json={"code": pyotp.TOTP(secret).now()}, headers={"X-CSRF-Token": csrf}
-        )
+        code = pyotp.TOTP(secret).now()
+        r = await client.post(f"{ADMIN}/auth/2fa/enrol/confirm", json={"code": code}, headers={"X-CSRF-Token": csrf})
         assert r.status_code == 200, r.text
         body = r.json()
         client.headers["X-CSRF-Token"] = body["csrf_token"]
         return LoggedIn(
-            operator_id, username, password, secret, body["csrf_token"], client, body.get("recovery_codes", [])
+            operator_id, username, password, secret, body["csrf_token"], client, body.get("recovery_codes", []), code
         )
 
     async def aclose(self) -> None:
@@ -105,6 +105,30 @@ class Operators:
             await c.aclose()
         await self.redis.aclose()
         self.cluster.shutdown()
+
+
+def session_client(**kwargs: Any) -> httpx.AsyncClient:
+    """A client that keeps the session cookie like a browser does on http://127.0.0.1 (httpx
+    itself never sends a Secure cookie over plain http)."""
+    client = httpx.AsyncClient(timeout=30, follow_redirects=False, **kwargs)
+
+    async def keep(response: httpx.Response) -> None:
+        for header in response.headers.get_list("set-cookie"):
+            name, _, rest = header.partition("=")
+            value = rest.split(";", 1)[0]
+            if "session" in name:
+                if value and "Max-Age=0" not in header:
+                    client.headers["cookie"] = f"{name}={value}"
+                else:
+                    client.headers.pop("cookie", None)
+
+    client.event_hooks["response"].append(keep)
+    return client
+
+
+def session_cookie(client: httpx.AsyncClient) -> tuple[str, str]:
+    name, _, value = client.headers["cookie"].partition("=")
+    return name, value
 
 
 def next_code(secret: str, after: str | None = None) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 from adapters.settings import Settings
 from tests.integration.conftest import API_KEY, API_URL
-from tests.integration.operators import ADMIN, LoggedIn, Operators, next_code, problem
+from tests.integration.operators import ADMIN, LoggedIn, Operators, next_code, problem, session_client, session_cookie
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ async def register_player(brand_key: str = API_KEY, country: str = "MT") -> tupl
 
 async def test_a_wrong_password_is_refused_and_audited(ops: Operators, compliance: LoggedIn) -> None:
     _, username, _ = await ops.create(["support_agent"])
-    async with httpx.AsyncClient() as anon:
+    async with session_client() as anon:
         r = await anon.post(f"{ADMIN}/auth/login", json={"username": username, "password": "not-the-password-at-all"})
         assert r.status_code == 401
         assert problem(r)["detail"]
@@ -72,7 +72,7 @@ async def test_a_wrong_password_is_refused_and_audited(ops: Operators, complianc
 
 
 async def test_malformed_login_bodies_get_problems_naming_the_field() -> None:
-    async with httpx.AsyncClient() as anon:
+    async with session_client() as anon:
         r = await anon.post(f"{ADMIN}/auth/login", content=b"{not json", headers={"content-type": "application/json"})
         assert r.status_code == 400 and problem(r)["field"] == "body"
         r = await anon.post(f"{ADMIN}/auth/login", json={"username": "x", "password": 5})
@@ -85,7 +85,7 @@ async def test_malformed_login_bodies_get_problems_naming_the_field() -> None:
 
 async def test_brute_force_locks_the_account(ops: Operators, stack: Settings) -> None:
     _, username, password = await ops.create(["support_agent"])
-    async with httpx.AsyncClient() as anon:
+    async with session_client() as anon:
         codes = [
             (await anon.post(f"{ADMIN}/auth/login", json={"username": username, "password": f"wrong-{i}-password"}))
             for i in range(stack.login_max_failures + 1)
@@ -99,14 +99,14 @@ async def test_brute_force_locks_the_account(ops: Operators, stack: Settings) ->
 
 async def test_a_totp_code_is_accepted_once(ops: Operators) -> None:
     who = await ops.login(["support_agent"])
-    async with httpx.AsyncClient() as c:
+    async with session_client() as c:
         r = await c.post(f"{ADMIN}/auth/login", json={"username": who.username, "password": who.password})
         assert r.json()["stage"] == "mfa"
         csrf = r.json()["csrf_token"]
-        code = next_code(who.totp_secret)
+        code = next_code(who.totp_secret, who.last_code)
         ok = await c.post(f"{ADMIN}/auth/2fa/verify", json={"code": code}, headers={"X-CSRF-Token": csrf})
         assert ok.status_code == 200, ok.text
-    async with httpx.AsyncClient() as c:
+    async with session_client() as c:
         r = await c.post(f"{ADMIN}/auth/login", json={"username": who.username, "password": who.password})
         csrf = r.json()["csrf_token"]
         replay = await c.post(f"{ADMIN}/auth/2fa/verify", json={"code": code}, headers={"X-CSRF-Token": csrf})
@@ -118,7 +118,7 @@ async def test_a_recovery_code_logs_in_once(ops: Operators) -> None:
     who = await ops.login(["analyst"])
     code = who.recovery_codes[0]
     for expected in (200, 401):
-        async with httpx.AsyncClient() as c:
+        async with session_client() as c:
             r = await c.post(f"{ADMIN}/auth/login", json={"username": who.username, "password": who.password})
             csrf = r.json()["csrf_token"]
             r = await c.post(f"{ADMIN}/auth/2fa/verify", json={"code": code}, headers={"X-CSRF-Token": csrf})
@@ -127,7 +127,7 @@ async def test_a_recovery_code_logs_in_once(ops: Operators) -> None:
 
 async def test_a_password_alone_reaches_nothing(ops: Operators) -> None:
     _, username, password = await ops.create(["admin"])
-    async with httpx.AsyncClient() as c:
+    async with session_client() as c:
         r = await c.post(f"{ADMIN}/auth/login", json={"username": username, "password": password})
         assert r.status_code == 200 and r.json()["stage"] == "enrol"
         assert (await c.get(f"{ADMIN}/operators")).status_code == 401
@@ -135,16 +135,14 @@ async def test_a_password_alone_reaches_nothing(ops: Operators) -> None:
 
 async def test_forged_and_revoked_sessions_are_refused(ops: Operators) -> None:
     who = await ops.login(["supervisor"])
-    cookie_name = next(iter(who.client.cookies.keys()))
-    async with httpx.AsyncClient(cookies={cookie_name: "forged-" + "x" * 40}) as forged:
-        assert (await forged.get(f"{ADMIN}/auth/me")).status_code == 401
-    sid = who.client.cookies[cookie_name]
-    async with httpx.AsyncClient(cookies={cookie_name: sid[:-2] + ("AA" if not sid.endswith("AA") else "BB")}) as bad:
-        assert (await bad.get(f"{ADMIN}/auth/me")).status_code == 401
+    name, sid = session_cookie(who.client)
+    for forged in ("forged-" + "x" * 40, sid[:-2] + ("AA" if not sid.endswith("AA") else "BB")):
+        async with httpx.AsyncClient(headers={"cookie": f"{name}={forged}"}) as c:
+            assert (await c.get(f"{ADMIN}/auth/me")).status_code == 401
     assert (await who.client.get(f"{ADMIN}/auth/me")).status_code == 200
     r = await who.client.post(f"{ADMIN}/auth/logout")
     assert r.status_code == 204
-    async with httpx.AsyncClient(cookies={cookie_name: sid}) as replay:
+    async with httpx.AsyncClient(headers={"cookie": f"{name}={sid}"}) as replay:
         assert (await replay.get(f"{ADMIN}/auth/me")).status_code == 401
 
 
@@ -248,7 +246,7 @@ async def test_operator_lifecycle_create_disable_reset(admin: LoggedIn, ops: Ope
     r = await admin.client.post(f"{ADMIN}/operators/{agent.operator_id}/disable")
     assert r.status_code == 200 and r.json()["disabled"] is True
     assert (await agent.client.get(f"{ADMIN}/auth/me")).status_code == 401
-    async with httpx.AsyncClient() as c:
+    async with session_client() as c:
         r = await c.post(f"{ADMIN}/auth/login", json={"username": agent.username, "password": agent.password})
         assert r.status_code in (401, 403)
 

@@ -43,12 +43,19 @@ def _markers(dep: Dependant) -> Iterator[tuple[str, str]]:
         yield from _markers(sub)
 
 
+def _api_routes(items: list[Any]) -> Iterator[APIRoute]:
+    for route in items:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):  # FastAPI >= 0.165 keeps included routers as they are
+            assert not getattr(route.include_context, "prefix", ""), "include routers without a prefix"
+            yield from _api_routes(route.original_router.routes)
+
+
 def routes() -> list[tuple[str, APIRoute, tuple[str, str]]]:
     out = []
     for name, (app, _) in APPS.items():
-        for route in app.routes:
-            if not isinstance(route, APIRoute):
-                continue
+        for route in _api_routes(list(app.routes)):
             found = set(_markers(route.dependant))
             assert len(found) == 1, f"{name} {route.methods} {route.path}: declares {found or 'no access rule'}"
             out.append((name, route, found.pop()))
