@@ -44,7 +44,7 @@ from adapters.cassandra.audit import AuditStore, Head, parse, record_id_of
 from adapters.cassandra.session import connect
 from adapters.coalesce import Coalescer
 from adapters.settings import Settings, get_settings
-from domain.audit import anchor_signature, chain_records, should_anchor
+from domain.audit import Chained, anchor_signature, chain_bodies, should_anchor
 from domain.errors import InvalidInput, PitbossError, Unavailable
 from schemas.audit import AuditAnchor, AuditEntry, AuditRecord, VerifyReport, rfc3339
 
@@ -53,6 +53,7 @@ log = logging.getLogger("pitboss.audit")
 DEDUP_WINDOW = 100_000
 DEDUP_LOAD = 20_000
 MAX_BATCH = 1000  # records per commit; far below a bucket, so a batch spans at most two buckets
+PIPELINE = 2  # batches in flight: one committing, the next writing its rows
 CALL_TIMEOUT = 30.0
 
 
@@ -85,7 +86,8 @@ class AuditLog:
         self.anchored_seq = 0
         self.anchored_at = time.monotonic()
         self.draining = False
-        self.writing = False
+        self.tentative: Head | None = None  # the head after the last batch started (maybe uncommitted)
+        self.batches: list[asyncio.Task[bool]] = []  # started, not finished; oldest first
         self.counts = {"batches": 0, "entries": 0, "duplicates": 0, "failed_batches": 0, "anchors": 0, "claims": 0}
         self.last_batch = 0
         self._wake: asyncio.Event | None = None
@@ -107,9 +109,9 @@ class AuditLog:
                 ks = self.settings.cassandra_keyspace
                 self.cluster, session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
                 self.store = AuditStore(session, self.settings.lease_serial_consistency)
-            if self.current is None:
-                await self._claim()
             if not self._tasks:
+                # Later claims (after a failed batch) are the writer's, between batches.
+                await self._claim()
                 self._spawn(self._writer())
                 self._spawn(self._anchor_ticker())
         return True
@@ -125,7 +127,7 @@ class AuditLog:
         self.counts["claims"] += 1
         if self.counts["claims"] == 1:
             await self._load_tail(head)
-        self.current = head
+        self.current = self.tentative = head
         log.info("audit chain %s: claimed at seq %s, epoch %s", self.chain, head.seq, head.epoch)
 
     async def _load_tail(self, head: Head) -> None:
@@ -187,56 +189,98 @@ class AuditLog:
         return list(await asyncio.gather(*futures))
 
     async def _writer(self) -> None:
+        """Group commit, pipelined: batch n+1 is hashed and its rows written while batch n's head
+        transaction runs; the transactions run one after another, each from the head the previous
+        one left, so the chain stays a chain. A failed batch fails the one behind it too."""
         assert self._wake is not None and self._idle is not None
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self.queue:
+                if len(self.batches) >= PIPELINE:
+                    await asyncio.wait({self.batches[0]})
+                    continue
                 batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
-                self.writing = True
                 try:
-                    await self._commit(batch)
-                except Exception:  # _commit answers its callers; the writer must outlive any surprise
-                    log.exception("audit chain %s: writer error", self.chain)
-                finally:
-                    self.writing = False
-            self._idle.set()
+                    base = await self._begin()
+                except Exception as exc:  # no head (Cassandra unreachable): these callers retry
+                    self._fail(batch, exc)
+                    await asyncio.sleep(0.1)
+                    continue
+                # The chain's clock never goes back, so a time range is a contiguous range of seqs.
+                at = max(datetime.now(UTC), self.last_appended)
+                self.last_appended = at
+                rows = chain_bodies(self.chain, [r for r, _ in batch], base.seq, base.hash, at)
+                self.tentative = Head(self.chain, rows[-1].seq, rows[-1].hash, base.epoch, base.owner)
+                previous = self.batches[-1] if self.batches else None
+                task = asyncio.get_running_loop().create_task(self._complete(batch, rows, base, previous))
+                self.batches.append(task)
+                task.add_done_callback(self._batch_done)
+            if not self.batches:
+                self._idle.set()
 
-    async def _commit(self, batch: list[tuple[AuditRecord, asyncio.Future[int]]]) -> None:
+    def _batch_done(self, task: asyncio.Task[bool]) -> None:
+        self.batches.remove(task)
+        if self._wake is not None:
+            self._wake.set()  # the writer notices an empty pipeline (drain waits for it)
+
+    async def _begin(self) -> Head:
+        """The head the next batch follows: the last batch's, or a fresh claim after a failure."""
+        if self.current is None or self.tentative is None:
+            if self.batches:
+                await asyncio.wait(set(self.batches))
+            await self._claim()
+        assert self.tentative is not None
+        return self.tentative
+
+    async def _complete(
+        self,
+        batch: list[tuple[AuditRecord, asyncio.Future[int]]],
+        rows: list[Chained],
+        base: Head,
+        previous: asyncio.Task[bool] | None,
+    ) -> bool:
         assert self.store is not None
+        write = asyncio.ensure_future(self.store.write_rows(base, rows))
         try:
-            if self.current is None:
-                await self._claim()
-            head = self.current
-            assert head is not None
-            # The chain's clock never goes back, so a time range is a contiguous range of seqs.
-            at = max(datetime.now(UTC), self.last_appended)
-            rows = chain_records(self.chain, [r for r, _ in batch], head.seq, head.hash, at)
-            self.current = await self.store.append(head, rows)
+            if previous is not None and not await previous:
+                raise Unavailable("an earlier audit batch failed; retry")
+            await write
+            if self.current is None or self.current.seq != base.seq:
+                raise Unavailable("the audit log lost its place in the chain; retry")
+            self.current = await self.store.commit(base, rows)
         except Exception as exc:
+            if not write.done():
+                await asyncio.wait({write})
+            if not write.cancelled():
+                write.exception()  # retrieved: the batch's error says it all
             # Claim again before the next batch: a new epoch, and what this one wrote is removed.
             self.current = None
-            self.counts["failed_batches"] += 1
-            log.warning("audit chain %s: a batch of %s failed", self.chain, len(batch), exc_info=True)
-            error = exc if isinstance(exc, Unavailable) else Unavailable("the audit log could not store; retry")
-            for record, fut in batch:
-                self.inflight.pop(str(record.record_id), None)
-                if not fut.done():
-                    fut.set_exception(error)
-            return
-        self.last_appended = at
+            self.tentative = None
+            self._fail(batch, exc)
+            return False
         self.counts["batches"] += 1
         self.counts["entries"] += len(batch)
         self.last_batch = len(batch)
-        for (record, fut), (entry, _) in zip(batch, rows, strict=True):
+        for (record, fut), placed in zip(batch, rows, strict=True):
             rid = str(record.record_id)
             self.inflight.pop(rid, None)
-            self.seen[rid] = entry.seq
+            self.seen[rid] = placed.seq
             if not fut.done():
-                fut.set_result(entry.seq)
+                fut.set_result(placed.seq)
         while len(self.seen) > DEDUP_WINDOW:
             self.seen.popitem(last=False)
-        await self._maybe_anchor()
+        self._spawn(self._maybe_anchor())
+        return True
+
+    def _fail(self, batch: list[tuple[AuditRecord, asyncio.Future[int]]], exc: BaseException) -> None:
+        self.counts["failed_batches"] += 1
+        log.warning("audit chain %s: a batch of %s failed: %r", self.chain, len(batch), exc)
+        error = exc if isinstance(exc, Unavailable) else Unavailable("the audit log could not store; retry")
+        for record, fut in batch:
+            self.inflight.pop(str(record.record_id), None)
+            if not fut.done():
+                fut.set_exception(error)
 
     # ---------------------------------------------------------------- anchors
 
@@ -307,7 +351,7 @@ class AuditLog:
     async def drain(self, timeout: float = 30.0) -> dict[str, Any]:
         """Refuse new appends and wait for the queued ones (before a planned restart)."""
         self.draining = True
-        if (self.queue or self.writing) and self._idle is not None:
+        if (self.queue or self.batches) and self._idle is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout)
         await self._maybe_anchor()

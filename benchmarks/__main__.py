@@ -1,6 +1,6 @@
 """Run the benchmarks and print their figures (never asserts on them).
 
-    python -m benchmarks                       # all: ingest authorize memory recovery policy
+    python -m benchmarks                       # all: ingest authorize memory recovery policy audit
     python -m benchmarks ingest --players 2000 --events 20000
     python -m benchmarks authorize --duration 10 --players 200
     python -m benchmarks memory recovery --ray-address 127.0.0.1:6380
@@ -11,7 +11,8 @@ PITBOSS_* settings, or the flags below. `memory` and `recovery` need the shards'
 /healthz if it reports them, else through Ray (--ray-address, PITBOSS_RAY_ADDRESS or RAY_ADDRESS;
 with token auth also RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH, as `make bench` sets them).
 `recovery` kills a shard process: run it only against a stack you may disturb. `policy` times the
-authorization engine alone and needs no stack.
+authorization engine alone and needs no stack. `audit` appends through the audit actor (Ray) and
+verifies a bulk-loaded chain of --audit-entries entries (Cassandra).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
-from benchmarks import authorize, ingest, memory, policy, recovery
+from benchmarks import audit, authorize, ingest, memory, policy, recovery
 from benchmarks.common import Report, Target
 
-NAMES = ("ingest", "authorize", "memory", "recovery", "policy")
+NAMES = ("ingest", "authorize", "memory", "recovery", "policy", "audit")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -47,6 +48,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-wrk", action="store_true", help="authorize: drive the closed loop from Python")
     p.add_argument("--no-baseline", action="store_true", help="authorize: skip the plain uvicorn comparison")
     p.add_argument("--shard", type=int, default=0, help="recovery: index of the shard to kill")
+    p.add_argument("--audit-entries", type=int, default=1_000_000, help="audit: entries of the chain to verify")
+    p.add_argument("--audit-callers", type=int, default=256, help="audit: concurrent appending callers")
+    p.add_argument("--audit-seconds", type=float, default=15.0, help="audit: seconds of appends")
+    p.add_argument("--audit-keep", action="store_true", help="audit: keep the benchmark chains")
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in NAMES]
     if unknown:
@@ -68,6 +73,9 @@ def jobs(args: argparse.Namespace, target: Target) -> dict[str, Callable[[], Awa
         "memory": lambda: memory.run(target, memory.MemoryOptions(players=players(100_000))),
         "recovery": lambda: recovery.run(target, recovery.RecoveryOptions(players=players(200), shard=args.shard)),
         "policy": lambda: policy.run(target, policy.PolicyOptions()),
+        "audit": lambda: audit.run(target, audit.AuditOptions(
+            entries=args.audit_entries, callers=args.audit_callers, seconds=args.audit_seconds,
+            keep=args.audit_keep)),
     }
 
 

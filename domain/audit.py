@@ -40,6 +40,7 @@ from schemas.audit import (
 )
 
 GENESIS_HASH = "0" * 64
+_NO_LIMIT = 2**63
 FORMAT = b"pitboss-audit/1"
 ANCHOR_FORMAT = b"pitboss-audit-anchor/1"
 RECORD_FIELDS: tuple[str, ...] = tuple(AuditRecord.model_fields)
@@ -63,16 +64,19 @@ def _refuse(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} has no canonical form")
 
 
-def record_body(record: AuditRecord, seq: int, appended_at: datetime) -> bytes:
+def record_body(record: AuditRecord, seq: int, appended_at: datetime | str) -> bytes:
     """The stored and hashed body of `record` at `seq`. `seq` is inside too, so a moved body says
     where it came from (verification uses that only to name a reordering)."""
     data: dict[str, Any] = {name: getattr(record, name) for name in RECORD_FIELDS}
     data["record_id"] = str(record.record_id)
     data["occurred_at"] = rfc3339(record.occurred_at)
     data["seq"] = seq
-    data["appended_at"] = rfc3339(appended_at)
-    for number in _floats(data):
-        raise TypeError(f"float {number!r} has no canonical form")
+    data["appended_at"] = appended_at if isinstance(appended_at, str) else rfc3339(appended_at)
+    # The other fields are typed strings; only the free-form data could carry a float.
+    for name in ("before", "after"):
+        if data[name] is not None:
+            for number in _floats(data[name]):
+                raise TypeError(f"float {number!r} in {name} has no canonical form")
     return canonical_json(data)
 
 
@@ -115,6 +119,9 @@ def anchor_valid(key: bytes, anchor: AuditAnchor) -> bool:
 # ---------------------------------------------------------------------------- writing
 
 
+LinkRow = tuple[int, str, str, bytes | str]
+
+
 class Link(NamedTuple):
     """What verification needs of a stored entry: its place, its link, its hash, its body (the
     canonical JSON, as bytes or as the text Cassandra returns). A tuple, so rows become links cheaply."""
@@ -125,27 +132,47 @@ class Link(NamedTuple):
     body: bytes | str
 
 
+class Chained(NamedTuple):
+    """An entry placed in the chain, as the writer stores it."""
+
+    seq: int
+    prev_hash: str
+    hash: str
+    body: bytes
+    appended_at: datetime
+
+
+def chain_bodies(
+    chain: str, records: Sequence[AuditRecord], head_seq: int, head_hash: str, appended_at: datetime
+) -> list[Chained]:
+    """Place `records` after the head (seq, hash): their seqs, links, hashes and bodies."""
+    out: list[Chained] = []
+    prev = head_hash
+    at = rfc3339(appended_at)
+    for seq, record in enumerate(records, start=head_seq + 1):
+        body = record_body(record, seq, at)
+        digest = link_hash(chain, seq, prev, body)
+        out.append(Chained(seq, prev, digest, body, appended_at))
+        prev = digest
+    return out
+
+
 def chain_records(
     chain: str, records: Sequence[AuditRecord], head_seq: int, head_hash: str, appended_at: datetime
 ) -> list[tuple[AuditEntry, bytes]]:
-    """Place `records` after the head (seq, hash): each entry with the body to store."""
+    """Like `chain_bodies`, with each entry as a model."""
     out: list[tuple[AuditEntry, bytes]] = []
-    prev = head_hash
-    for offset, record in enumerate(records, start=1):
-        seq = head_seq + offset
-        body = record_body(record, seq, appended_at)
-        digest = link_hash(chain, seq, prev, body)
+    for record, placed in zip(records, chain_bodies(chain, records, head_seq, head_hash, appended_at), strict=True):
         # The record is already validated; constructing skips re-validating every field.
         entry = AuditEntry.model_construct(
             **{name: getattr(record, name) for name in RECORD_FIELDS},
             chain=chain,
-            seq=seq,
+            seq=placed.seq,
             appended_at=appended_at,
-            prev_hash=prev,
-            hash=digest,
+            prev_hash=placed.prev_hash,
+            hash=placed.hash,
         )
-        out.append((entry, body))
-        prev = digest
+        out.append((entry, placed.body))
     return out
 
 
@@ -228,17 +255,41 @@ class ChainVerifier:
 
     # -- input
 
-    def feed(self, links: Iterable[Link]) -> None:
+    def feed(self, links: Iterable[LinkRow]) -> None:
+        """Check `links` (Link, or plain (seq, prev_hash, hash, body) tuples as Cassandra returns them)."""
         state = self.state
-        limit = self.expected_last_seq if self.expected_last_seq is not None else float("inf")
-        for link in links:
-            self.checked += 1
-            seq = link.seq
-            if seq == state.next_seq and seq <= limit and not self.parked:
-                # The fast path: storage returns a chain in order.
-                self._check(link)
+        limit = self.expected_last_seq if self.expected_last_seq is not None else _NO_LIMIT
+        prefix = b"%s\n%s\n" % (FORMAT, self.chain.encode())
+        anchors = self.anchors
+        sha256 = hashlib.sha256
+        count = 0
+        for row in links:
+            count += 1
+            seq, prev_hash, digest, body = row
+            data = body if isinstance(body, bytes) else body.encode()
+            # The fast path: storage returns a chain in order and almost always intact. Anything
+            # else (a mismatch, an anchor, disorder) takes the full checks below.
+            if (
+                seq == state.next_seq
+                and seq <= limit
+                and not self.parked
+                and state.prev_clean
+                and prev_hash == state.prev_hash
+                and seq not in anchors
+                and sha256(b"%s%d\n%s\n%s" % (prefix, seq, prev_hash.encode(), data)).hexdigest() == digest
+            ):
+                state.prev_hash = state.last_hash = digest
+                state.next_seq = seq + 1
+                state.last_seen = seq
+                if state.alternates:
+                    state.alternates.clear()
                 continue
-            self._arrive(link)
+            link = row if isinstance(row, Link) else Link._make(row)
+            if seq == state.next_seq and seq <= limit and not self.parked:
+                self._check(link)
+            else:
+                self._arrive(link)
+        self.checked += count
 
     def _arrive(self, link: Link) -> None:
         seq = link.seq
@@ -401,7 +452,7 @@ class ChainVerifier:
 
 def verify_links(
     chain: str,
-    links: Iterable[Link],
+    links: Iterable[LinkRow],
     anchors: Iterable[AuditAnchor],
     key: bytes,
     expected_first_seq: int = 1,

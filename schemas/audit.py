@@ -27,7 +27,7 @@ _MAX_DEPTH = 32
 
 def rfc3339(value: datetime) -> str:
     """UTC, always six fractional digits and a `Z`: one text per instant."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _utc(value: datetime) -> datetime:

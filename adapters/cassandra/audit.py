@@ -32,7 +32,7 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, ResponseFuture, Session
 from cassandra.query import BatchStatement, BatchType
 
 from adapters.cassandra.session import CASSANDRA_LATENCY, aexecute
-from domain.audit import GENESIS_HASH, ChainVerifier, Link, entry_from_body
+from domain.audit import GENESIS_HASH, Chained, ChainVerifier, Link, LinkRow, entry_from_body
 from domain.errors import Conflict, Unavailable
 from schemas.audit import AuditAnchor, AuditEntry, VerifyReport
 
@@ -70,8 +70,14 @@ class Head:
     owner: str
 
 
-def _link_rows(colnames: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[Link]:
+def _link_rows(colnames: Sequence[str], rows: Iterable[LinkRow]) -> list[Link]:
     return list(map(Link._make, rows))
+
+
+def _raw_rows(colnames: Sequence[str], rows: list[LinkRow]) -> list[LinkRow]:
+    # For verification: the driver's tuples are in (seq, prev_hash, hash, body) order already, and
+    # making each a Link would cost as much again as checking it.
+    return rows
 
 
 def _tuple_rows(colnames: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -137,6 +143,7 @@ class AuditStore:
         self.limit = asyncio.Semaphore(max_in_flight)
         serial_cl = ConsistencyLevel.SERIAL if serial.upper() == "SERIAL" else ConsistencyLevel.LOCAL_SERIAL
         self._as_links = session.execution_profile_clone_update(EXEC_PROFILE_DEFAULT, row_factory=_link_rows)
+        self._as_raw = session.execution_profile_clone_update(EXEC_PROFILE_DEFAULT, row_factory=_raw_rows)
         self._as_tuples = session.execution_profile_clone_update(EXEC_PROFILE_DEFAULT, row_factory=_tuple_rows)
         prep = session.prepare
         self._insert = prep(
@@ -146,9 +153,11 @@ class AuditStore:
         self._delete = prep("DELETE FROM audit_entries USING TIMESTAMP ? WHERE chain = ? AND bucket = ? AND seq = ?")
         self._day = prep("INSERT INTO audit_days (chain, month, day, bucket) VALUES (?, ?, ?, ?)")
         self._days = prep("SELECT day, bucket FROM audit_days WHERE chain = ? AND month = ? AND day >= ? AND day <= ?")
+        # Readers (verify, export, the viewer) read the head at LOCAL_QUORUM; the writer reads it
+        # linearizably, which also completes a half-done transaction on it.
         self._head = prep("SELECT seq, hash, epoch, owner FROM audit_heads WHERE chain = ?")
-        # A linearizable read also completes a half-done transaction on the head.
-        self._head.consistency_level = serial_cl
+        self._head_serial = prep("SELECT seq, hash, epoch, owner FROM audit_heads WHERE chain = ?")
+        self._head_serial.consistency_level = serial_cl
         self._create = prep(
             "INSERT INTO audit_heads (chain, seq, hash, epoch, owner, claimed_at) VALUES (?, 0, ?, 1, ?, ?) "
             "IF NOT EXISTS"
@@ -191,8 +200,8 @@ class AuditStore:
 
     # ---------------------------------------------------------------- the head
 
-    async def read_head(self, chain: str) -> Head | None:
-        rows = await self._run(self._head, (chain,), "audit_head_read")
+    async def read_head(self, chain: str, serial: bool = False) -> Head | None:
+        rows = await self._run(self._head_serial if serial else self._head, (chain,), "audit_head_read")
         if not rows:
             return None
         r = rows[0]
@@ -203,7 +212,7 @@ class AuditStore:
         the uncommitted rows beyond the head. Raises Conflict if others keep claiming it."""
         for _ in range(attempts):
             now = datetime.now(UTC)
-            cur = await self.read_head(chain)
+            cur = await self.read_head(chain, serial=True)
             if cur is None:
                 rows = await self._run(self._create, (chain, GENESIS_HASH, owner, now), "audit_head_claim")
                 head = Head(chain, 0, GENESIS_HASH, 1, owner)
@@ -240,35 +249,44 @@ class AuditStore:
 
     # ---------------------------------------------------------------- appending
 
-    def _entry_batches(self, head: Head, rows: Sequence[tuple[AuditEntry, bytes]]) -> list[Any]:
+    def _entry_batches(self, head: Head, rows: Sequence[Chained]) -> list[Any]:
         batches: list[Any] = []
         current: BatchStatement | None = None
         size = 0
         bucket = -1
-        for entry, body in rows:
-            b = bucket_of(entry.seq)
-            if current is None or b != bucket or size + len(body) > BATCH_BYTES:
+        for row in rows:
+            b = bucket_of(row.seq)
+            if current is None or b != bucket or size + len(row.body) > BATCH_BYTES:
                 current = BatchStatement(batch_type=BatchType.UNLOGGED)
                 batches.append(current)
                 size, bucket = 0, b
-            stamp = write_timestamp(head.epoch, entry.seq)
-            current.add(self._insert, (head.chain, b, entry.seq, entry.prev_hash, entry.hash, body.decode(), stamp))
-            size += len(body)
-        days = {(*day_key(e.appended_at), bucket_of(e.seq)) for e, _ in rows}
+            stamp = write_timestamp(head.epoch, row.seq)
+            current.add(self._insert, (head.chain, b, row.seq, row.prev_hash, row.hash, row.body.decode(), stamp))
+            size += len(row.body)
+        days = {(*day_key(r.appended_at), bucket_of(r.seq)) for r in rows}
         batches += [self._day.bind((head.chain, month, day, b)) for month, day, b in sorted(days)]
         return batches
 
-    async def append(self, head: Head, rows: Sequence[tuple[AuditEntry, bytes]]) -> Head:
+    async def append(self, head: Head, rows: Sequence[Chained]) -> Head:
         """Write `rows` (hashed entries following `head`) and commit them; durable (LOCAL_QUORUM)
-        when this returns the new head. Unavailable: nothing was committed, the caller may retry
-        after claiming the head again (which removes what was written)."""
-        if not rows:
-            return head
-        last = rows[-1][0]
+        when this returns the new head. Unavailable or Conflict: nothing was committed; claim the
+        head again (which removes what was written) before writing more."""
+        await self.write_rows(head, rows)
+        return await self.commit(head, rows)
+
+    async def write_rows(self, head: Head, rows: Sequence[Chained]) -> None:
+        """The rows and their day index, not yet part of the chain: only `commit` makes them so.
+        `head` gives the chain and the writer's epoch (the rows' write time)."""
         try:
             await asyncio.gather(*(self._run(b, None, "audit_append") for b in self._entry_batches(head, rows)))
         except Exception as exc:
             raise Unavailable("the audit log could not write to Cassandra; retry") from exc
+
+    async def commit(self, head: Head, rows: Sequence[Chained]) -> Head:
+        """Move the head from `head` to the last of `rows` (written already), if `head` is still it."""
+        if not rows:
+            return head
+        last = rows[-1]
         new = Head(head.chain, last.seq, last.hash, head.epoch, head.owner)
         try:
             result = await self._run(
@@ -277,7 +295,7 @@ class AuditStore:
         except (WriteTimeout, OperationTimedOut) as exc:
             # The transaction may or may not have been applied; a serial read tells.
             try:
-                now = await self.read_head(head.chain)
+                now = await self.read_head(head.chain, serial=True)
             except Exception:
                 raise Unavailable("the audit log does not know whether its last write landed; retry") from exc
             if now == new:
@@ -305,11 +323,16 @@ class AuditStore:
         lo, hi = max(first, bucket * BUCKET_SIZE), min(last, (bucket + 1) * BUCKET_SIZE - 1)
         return await fetch_all(self.session, self._range, (chain, bucket, lo, hi), self._as_links, "audit_read")
 
-    async def links(self, chain: str, first: int, last: int, ahead: int = 8) -> AsyncIterator[list[Link]]:
+    async def read_rows(self, chain: str, bucket: int, first: int, last: int) -> list[LinkRow]:
+        """Like `read_bucket`, as plain tuples (the verification's fast path)."""
+        lo, hi = max(first, bucket * BUCKET_SIZE), min(last, (bucket + 1) * BUCKET_SIZE - 1)
+        return await fetch_all(self.session, self._range, (chain, bucket, lo, hi), self._as_raw, "audit_read")
+
+    async def links(self, chain: str, first: int, last: int, ahead: int = 8) -> AsyncIterator[list[LinkRow]]:
         """The rows of seqs first..last, bucket by bucket in seq order, `ahead` buckets read at once."""
         if last < first:
             return
-        jobs = (partial(self.read_bucket, chain, b, first, last) for b in range(bucket_of(first), bucket_of(last) + 1))
+        jobs = (partial(self.read_rows, chain, b, first, last) for b in range(bucket_of(first), bucket_of(last) + 1))
         async for rows in ordered(jobs, ahead):
             yield rows
 

@@ -371,6 +371,20 @@ def test_links_and_entries_verify_alike(entries: list[AuditEntry]) -> None:
     assert by_links == check(entries, head)
 
 
+@settings(max_examples=30)
+@given(chains, st.data())
+def test_plain_row_tuples_verify_like_links(entries: list[AuditEntry], data: st.DataObject) -> None:
+    # Cassandra hands the verifier bare tuples (seq, prev_hash, hash, body text).
+    head = entries[-1]
+    rows = [(e.seq, e.prev_hash, e.hash, canonical_body(e).decode()) for e in entries]
+    assert verify_links(CHAIN, rows, [], KEY, expected_last_seq=head.seq, expected_last_hash=head.hash).ok
+    k = data.draw(st.integers(0, len(rows) - 1))
+    seq, prev, digest, body = rows[k]
+    rows[k] = (seq, prev, digest, body.replace('"seq"', '"seq" '))
+    report = verify_links(CHAIN, rows, [], KEY, expected_last_seq=head.seq, expected_last_hash=head.hash)
+    assert [(p.seq, p.kind) for p in report.problems] == [(k + 1, "changed")]
+
+
 def test_a_long_gap_is_one_removal_and_not_a_reordering() -> None:
     # Beyond the reorder window the verifier stops waiting for the missing entry.
     links = [Link(s, "", "", b"") for s in range(1, 6000)]
