@@ -168,3 +168,34 @@ async def test_an_admin_creates_an_operator_and_an_api_key_and_verifies_the_audi
     assert "Chain verified" in (await page.text_content("[data-testid=verify-status]") or "")
     assert "operator.create" in (await page.text_content("[data-testid=audit-entries]") or "")
     await page.context.close()
+
+
+async def _sso(browser: Browser, sub: str) -> Page:
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(f"{DASHBOARD}/login")
+    await page.click("[data-sso=local-idp]")
+    await page.wait_for_url(re.compile(r"http://127\.0\.0\.1:9400/.*"))
+    await page.fill("input[name=sub]", sub)
+    await page.click("button:has-text('Authorize')")
+    await page.wait_for_load_state()
+    return page
+
+
+async def test_an_operator_logs_in_through_the_test_identity_provider(browser: Browser, stack: Settings) -> None:
+    page = await _sso(browser, "compliance@idp.local")
+    await page.wait_for_url(re.compile(r".*/dashboard/$"))
+    assert "compliance_officer" in (await page.text_content("[data-testid=whoami]") or "")
+    response = await page.goto(f"{DASHBOARD}/audit")
+    assert response is not None and response.status == 200
+    response = await page.goto(f"{DASHBOARD}/operators")
+    assert response is not None and response.status == 403
+    await page.context.close()
+
+
+async def test_an_identity_without_a_pitboss_group_is_refused(browser: Browser, stack: Settings) -> None:
+    page = await _sso(browser, "nobody@idp.local")
+    assert "no Pitboss role" in await page.content()
+    response = await page.goto(f"{DASHBOARD}/")
+    assert response is not None and re.search(r"/dashboard/login$", page.url)
+    await page.context.close()
