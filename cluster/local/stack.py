@@ -67,6 +67,7 @@ SERVE_PORT = 8000
 HEALTHZ_URL = f"http://127.0.0.1:{SERVE_PORT}/platform/v1/healthz"
 DOCS_URL = f"http://127.0.0.1:{SERVE_PORT}/platform/v1/docs"
 DEFAULT_API_KEYS = "demo:local-only-demo-key"
+DEFAULT_ADMIN = "admin:local-only-admin-password"  # the Settings default, named here for the summary
 
 # The local test identity provider (oidc-provider-mock). It signs anyone in as whatever subject is
 # typed into its form: local only, never an example for production.
@@ -1423,6 +1424,11 @@ def _state(rec: Record | None, ok: bool) -> str:
     return f"running pid {rec.pid}" + ("" if ok else " NOT READY")
 
 
+def admin_login() -> str:
+    user, _, password = os.environ.get("PITBOSS_BOOTSTRAP_ADMIN", DEFAULT_ADMIN).partition(":")
+    return f"{user} / {password}" if user else "(PITBOSS_BOOTSTRAP_ADMIN is empty: no bootstrap admin)"
+
+
 def print_summary(two_dc: bool, serve: bool) -> None:
     ext = {v: external(v) for v in ("PITBOSS_CASSANDRA_CONTACT_POINTS", "PITBOSS_REDIS_URL",
                                     "PITBOSS_RABBITMQ_URL", "PITBOSS_RAY_ADDRESS")}  # fmt: skip
@@ -1433,6 +1439,9 @@ def print_summary(two_dc: bool, serve: bool) -> None:
     lines = [
         "Pitboss local stack is up; everything listens on loopback and every credential here is local-only.",
         f"  Platform API   {api}",
+        f"  Dashboard      http://127.0.0.1:{SERVE_PORT}/dashboard/  operator {admin_login()}"
+        "  (local-only; enrol an authenticator app at first login)",
+        f"  Back-office API http://127.0.0.1:{SERVE_PORT}/admin/v1/docs",
         f"  Ray dashboard  {dashboard_url()}",
         f"  Ray            {ext['PITBOSS_RAY_ADDRESS'] or f'{RAY_HOST}:{RAY_PORT}'}"
         '  (clients: eval "$(.venv/bin/python -m cluster.local.stack env)")',
