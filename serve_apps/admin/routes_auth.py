@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from domain.errors import PitbossError
 from schemas.operators import CodeRequest, LoginRequest, PasswordChange
-from serve_apps.backoffice import auditing
+from serve_apps.backoffice import actions, auditing
 from serve_apps.backoffice.auditing import Anonymous
 from serve_apps.backoffice.deps import (
     BO,
@@ -79,14 +79,16 @@ async def verify(body: CodeRequest, request: Request, response: Response, bo: BO
 
 @router.post("/2fa/enrol", summary="Start TOTP enrolment: secret, otpauth URI and QR code")
 async def enrol(request: Request, bo: BO, _: None = Public) -> dict[str, Any]:
+    # Only a login that has no second factor yet enrols; replacing one goes through an admin
+    # reset, so a stolen session cannot swap the authenticator.
     sid = session_id(request, bo) or ""
-    await session_info(request, bo, stages=("enrol", "full"))
+    await session_info(request, bo, stages=("enrol",))
     e = await bo.identity.begin_enrolment(sid)
     return {"secret": e.secret, "otpauth_uri": e.otpauth_uri, "qr_svg": e.qr_svg}
 
 
 async def confirm_enrolment(bo: BackOffice, request: Request, code: str) -> tuple[SessionInfo, list[str]]:
-    pending = await session_info(request, bo, stages=("enrol", "full"))
+    pending = await session_info(request, bo, stages=("enrol",))
     who = operator_of(request, pending)
     try:
         info, codes = await bo.identity.confirm_enrolment(session_id(request, bo) or "", code)
@@ -133,12 +135,5 @@ async def me(op: Annotated[Operator, Require("dashboard.view")], bo: BO) -> dict
 async def change_password(
     body: PasswordChange, request: Request, op: Annotated[Operator, Require("mfa.manage_own", own=True)], bo: BO
 ) -> Response:
-    try:
-        await bo.identity.change_password(session_id(request, bo) or "", body.old_password, body.new_password)
-    except PitbossError as exc:
-        await auditing.record(
-            bo, op, "auth.password", target_kind="operator", target_id=op.id, outcome="denied", reason=exc.detail
-        )
-        raise
-    await auditing.record(bo, op, "auth.password", target_kind="operator", target_id=op.id)
+    await actions.change_password(bo, op, body.old_password, body.new_password)
     return Response(status_code=204)

@@ -3,12 +3,13 @@ each checks the policy on the resource it touches, does the work, and audits it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 from domain.errors import InvalidInput, NotFound, PitbossError
+from domain.player import AnyCommand
 from domain.policy import ALL, Resource
 from schemas.commands import LiftBlock, PlaceBlock
 from schemas.operators import OperatorCreate, OperatorPublic, OperatorUpdate, SessionPublic
@@ -119,6 +120,17 @@ async def reset_operator(bo: BackOffice, op: Operator, target: UUID) -> tuple[Op
         after=_dump(after),
     )
     return after, password
+
+
+async def change_password(bo: BackOffice, op: Operator, old: str, new: str) -> None:
+    try:
+        await bo.identity.change_password(op.session.sid, old, new)
+    except PitbossError as exc:
+        await auditing.record(
+            bo, op, "auth.password", target_kind="operator", target_id=op.id, outcome="denied", reason=exc.detail
+        )
+        raise
+    await auditing.record(bo, op, "auth.password", target_kind="operator", target_id=op.id)
 
 
 # --- sessions ----------------------------------------------------------------------------
@@ -251,60 +263,62 @@ async def read_player(bo: BackOffice, op: Operator, player_id: UUID) -> dict[str
     return shown
 
 
+async def _player_command(
+    bo: BackOffice,
+    op: Operator,
+    player_id: UUID,
+    permission: str,
+    command: Callable[[str], AnyCommand],
+    note: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A command an operator sends to a player's actor: checked on the player, then audited
+    with the blocks before and after. `command` gets the player's brand."""
+    before, resource = await _player_resource(bo, player_id)
+    await authorize(bo, op, permission, resource)
+    assert bo.players is not None
+    status, after = await bo.players.command(command(before["brand"]))
+    await auditing.record(
+        bo,
+        op,
+        permission,
+        target_kind="player",
+        target_id=str(player_id),
+        brand=resource.brand,
+        before={"blocks": before["blocks"]},
+        after={"blocks": after.get("blocks"), **(note or {})},
+        outcome="succeeded" if status < 400 else "failed",
+    )
+    return after
+
+
 async def place_block(
     bo: BackOffice, op: Operator, player_id: UUID, body: BlockCreate, key: str | None
 ) -> dict[str, Any]:
-    before, resource = await _player_resource(bo, player_id)
-    await authorize(bo, op, "player.block", resource)
-    assert bo.players is not None
-    cmd = PlaceBlock(
-        player_id=player_id,
-        brand=before["brand"],
-        command_id=f"op-block:{key or uuid4()}",
-        fingerprint=f"{body.kind}:{body.reason}",
-        data=body,
-        actor=f"operator:{op.name}",
-    )
-    status, after = await bo.players.command(cmd)
-    await auditing.record(
-        bo,
-        op,
-        "player.block",
-        target_kind="player",
-        target_id=str(player_id),
-        brand=resource.brand,
-        before={"blocks": before["blocks"]},
-        after={"blocks": after.get("blocks"), "reason": body.reason},
-        outcome="succeeded" if status < 400 else "failed",
-    )
-    return after
+    def command(brand: str) -> AnyCommand:
+        return PlaceBlock(
+            player_id=player_id,
+            brand=brand,
+            command_id=f"op-block:{key or uuid4()}",
+            fingerprint=f"{body.kind}:{body.reason}",
+            data=body,
+            actor=f"operator:{op.name}",
+        )
+
+    return await _player_command(bo, op, player_id, "player.block", command, {"reason": body.reason})
 
 
 async def lift_block(bo: BackOffice, op: Operator, player_id: UUID, kind: BlockKind, key: str | None) -> dict[str, Any]:
-    before, resource = await _player_resource(bo, player_id)
-    await authorize(bo, op, "player.unblock", resource)
-    assert bo.players is not None
-    cmd = LiftBlock(
-        player_id=player_id,
-        brand=before["brand"],
-        command_id=f"op-unblock:{key or uuid4()}",
-        fingerprint=str(kind),
-        block=kind,
-        actor=f"operator:{op.name}",
-    )
-    status, after = await bo.players.command(cmd)
-    await auditing.record(
-        bo,
-        op,
-        "player.unblock",
-        target_kind="player",
-        target_id=str(player_id),
-        brand=resource.brand,
-        before={"blocks": before["blocks"]},
-        after={"blocks": after.get("blocks")},
-        outcome="succeeded" if status < 400 else "failed",
-    )
-    return after
+    def command(brand: str) -> AnyCommand:
+        return LiftBlock(
+            player_id=player_id,
+            brand=brand,
+            command_id=f"op-unblock:{key or uuid4()}",
+            fingerprint=str(kind),
+            block=kind,
+            actor=f"operator:{op.name}",
+        )
+
+    return await _player_command(bo, op, player_id, "player.unblock", command)
 
 
 async def assign_vip(bo: BackOffice, op: Operator, player_id: UUID, manager: UUID | None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from serve_apps.backoffice.runtime import BackOffice
 
 _current: list[BackOffice] = []
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+TEMPORARY_PASSWORD_ALLOWS = frozenset({"dashboard.view", "mfa.manage_own"})
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 
@@ -172,6 +173,9 @@ def Require(permission: str, *, own: bool = False) -> Any:
     async def require(request: Request, bo: BO) -> Operator:
         info = await session_info(request, bo)
         op = operator_of(request, info)
+        if info.operator.must_change_password and permission not in TEMPORARY_PASSWORD_ALLOWS:
+            # An admin knows a temporary password; nothing happens under it but replacing it.
+            raise Forbidden("change your temporary password first", field="password")
         if own:
             await authorize(bo, op, permission, Resource(kind=permission.split(".")[0], owner=op.id))
         else:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
-from domain.errors import InvalidInput
+from domain.errors import InvalidInput, PitbossError
 from schemas.operators import OperatorCreate, OperatorUpdate
 from schemas.players import BlockCreate
 from schemas.state import BlockKind
@@ -20,6 +20,7 @@ from serve_apps.dashboard.render import page, redirect
 
 router = APIRouter()
 Csv = Annotated[str, Form(max_length=2000)]
+RECENT_VERIFIED = 1000
 
 
 def _csv(text: str) -> list[str]:
@@ -38,9 +39,33 @@ def _invalid(exc: ValidationError) -> InvalidInput:
 
 @router.get("/", response_class=HTMLResponse)
 async def home(request: Request, op: Annotated[Operator, Require("dashboard.view")], bo: BO) -> Response:
+    if op.session.operator.must_change_password:
+        return redirect("/password")
     return page(
         request, bo, "home.html", op, section="home", permissions=sorted(bo.policy.permissions_for(op.subject.roles))
     )
+
+
+@router.get("/password", response_class=HTMLResponse)
+async def password_form(
+    request: Request, op: Annotated[Operator, Require("mfa.manage_own", own=True)], bo: BO
+) -> Response:
+    return page(request, bo, "password.html", op)
+
+
+@router.post("/password", response_class=HTMLResponse)
+async def change_password(
+    request: Request,
+    op: Annotated[Operator, Require("mfa.manage_own", own=True)],
+    bo: BO,
+    old_password: Annotated[str, Form(max_length=256)],
+    new_password: Annotated[str, Form(max_length=256)],
+) -> Response:
+    try:
+        await actions.change_password(bo, op, old_password, new_password)
+    except PitbossError as exc:
+        return page(request, bo, "password.html", op, status=exc.status, error=exc.detail)
+    return redirect("/")
 
 
 # --- operators ---------------------------------------------------------------------------
@@ -279,10 +304,16 @@ async def audit(
     verify: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
     entries = await bo.audit.recent(50, cursor)
-    report = None
-    if verify:
+    report, scope = None, ""
+    if _can(bo, op, "audit.verify"):
+        # The page always checks the newest entries; the whole chain on request.
+        head = await bo.audit.head()
+        newest = head.seq if head else 0
+        start = None if verify else max(1, newest - RECENT_VERIFIED + 1)
+        report = await bo.audit.verify(None, start, None)
+        scope = "the whole chain" if verify else f"the newest {min(newest, RECENT_VERIFIED):,} entries"
+    elif verify:
         await authorize(bo, op, "audit.verify")
-        report = await bo.audit.verify(None, None, None)
     return page(
         request,
         bo,
@@ -292,6 +323,7 @@ async def audit(
         entries=[e.model_dump(mode="json") for e in entries],
         next_cursor=entries[-1].seq if len(entries) == 50 else None,
         report=report,
+        scope=scope,
         can_verify=_can(bo, op, "audit.verify"),
         can_export=_can(bo, op, "audit.export"),
     )

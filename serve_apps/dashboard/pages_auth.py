@@ -86,14 +86,14 @@ async def code(request: Request, bo: BO, code: Code, _: None = Public) -> Respon
 
 @router.get("/enrol", response_class=HTMLResponse)
 async def enrol_form(request: Request, bo: BO, _: None = Public) -> Response:
-    info = await session_info(request, bo, stages=("enrol", "full"))
+    info = await session_info(request, bo, stages=("enrol",))
     e = await bo.identity.begin_enrolment(session_id(request, bo) or "")
     return page(request, bo, "enrol.html", csrf=info.csrf, secret=e.secret, qr_svg=e.qr_svg)
 
 
 @router.post("/enrol", response_class=HTMLResponse)
 async def enrol(request: Request, bo: BO, code: Code, _: None = Public) -> Response:
-    pending = await session_info(request, bo, stages=("enrol", "full"))
+    pending = await session_info(request, bo, stages=("enrol",))
     try:
         info, codes = await confirm_enrolment(bo, request, code.strip())
     except PitbossError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,26 +11,20 @@ from prometheus_client.registry import CollectorRegistry
 
 from serve_apps.access import Public
 from serve_apps.platform.deps import Platform
-from serve_apps.probes import timed as _timed
+from serve_apps.probes import health
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", summary="Each dependency's state; 503 if any is down")
 async def healthz(app: Platform, _: None = Public) -> JSONResponse:
-    checks = dict(
-        await asyncio.gather(
-            _timed("cassandra", app.probe_cassandra()),
-            _timed("redis", app.probe_redis()),
-            _timed("rabbitmq", app.probe_rabbitmq()),
-            _timed("shards", app.probe_shards()),
-            _timed("consumers", app.probe_consumers()),
-        )
-    )
-    ok = all(c["status"] == "up" for c in checks.values())
-    return JSONResponse(
-        {"status": "up" if ok else "down", "region": app.settings.region, "checks": checks},
-        status_code=200 if ok else 503,
+    return await health(
+        app.settings.region,
+        cassandra=app.probe_cassandra(),
+        redis=app.probe_redis(),
+        rabbitmq=app.probe_rabbitmq(),
+        shards=app.probe_shards(),
+        consumers=app.probe_consumers(),
     )
 
 

@@ -136,7 +136,5 @@ async def lift_block(
     response_model=DepositAuthorization,
     summary="May this deposit go ahead? An allowed amount is held until the deposit settles",
 )
-async def authorize_deposit(
-    player_id: UUID, body: DepositAuthorizationRequest, brand: Brand, app: Platform
-) -> Json:
+async def authorize_deposit(player_id: UUID, body: DepositAuthorizationRequest, brand: Brand, app: Platform) -> Json:
     return await _run(app, AuthorizeDeposit, "deposit", player_id, brand, body.tx_id, body)

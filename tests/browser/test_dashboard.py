@@ -7,7 +7,6 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date
 from pathlib import Path
 
 import httpx
@@ -19,8 +18,8 @@ from adapters.policy_file import get_engine
 from adapters.settings import Settings
 from domain.policy import Subject
 from serve_apps.dashboard.render import NAV
-from tests.integration.conftest import API_KEY, API_URL
-from tests.integration.operators import DASHBOARD, Operators
+from tests.integration.conftest import API_URL
+from tests.integration.operators import DASHBOARD, Operators, register_player
 
 CHROMIUM = os.environ.get("PITBOSS_CHROMIUM", "/usr/bin/chromium")
 
@@ -58,28 +57,13 @@ async def login(browser: Browser, username: str, password: str) -> tuple[Page, s
     codes = await page.locator("[data-testid=recovery-codes] li").all_text_contents()
     assert len(codes) >= 8
     await page.click("text=Continue")
+    await page.wait_for_url(re.compile(r".*/dashboard/password$"))
+    assert await page.locator("[data-testid=temporary-note]").count() == 1
+    await page.fill("#old_password", password)
+    await page.fill("#new_password", f"{password}-own")
+    await page.click("button[type=submit]")
     await page.wait_for_url(re.compile(r".*/dashboard/$"))
     return page, secret
-
-
-async def register_player(email: str) -> str:
-    player_id = str(uuid.uuid4())
-    async with httpx.AsyncClient(base_url=API_URL, headers={"Authorization": f"Bearer {API_KEY}"}) as api:
-        r = await api.post(
-            "/players",
-            json={
-                "player_id": player_id,
-                "currency": "EUR",
-                "country": "MT",
-                "email": email,
-                "phone": "+35699123456",
-                "first_name": "Maria",
-                "last_name": "Borg",
-                "birth_date": str(date(1990, 5, 17)),
-            },
-        )
-        assert r.status_code == 201, r.text
-    return player_id
 
 
 async def test_an_operator_enrols_totp_and_logs_in_again_with_a_code(browser: Browser, ops: Operators) -> None:
@@ -89,7 +73,7 @@ async def test_an_operator_enrols_totp_and_logs_in_again_with_a_code(browser: Br
     await page.click("header button:has-text('Log out')")
     await page.wait_for_url(re.compile(r".*/dashboard/login$"))
     await page.fill("#username", username)
-    await page.fill("#password", password)
+    await page.fill("#password", f"{password}-own")
     await page.click("button[type=submit]")
     await page.wait_for_url(re.compile(r".*/dashboard/2fa$"))
     await page.fill("#code", "000000" if pyotp.TOTP(secret).now() != "000000" else "111111")
@@ -112,19 +96,18 @@ async def test_navigation_shows_exactly_what_the_role_may_open(browser: Browser,
     await page.context.close()
 
 
-async def test_personal_data_is_masked_for_a_marketer_and_shown_to_compliance(
-    browser: Browser, ops: Operators
-) -> None:
+async def test_personal_data_is_masked_for_a_marketer_and_shown_to_compliance(browser: Browser, ops: Operators) -> None:
     email = f"maria.{uuid.uuid4().hex[:6]}@players.example.test"
-    player_id = await register_player(email)
+    player_id, _ = await register_player(email=email)
     engine = get_engine()
     for role in ("marketer", "compliance_officer"):
         operator_id, username, password = await ops.create([role], brands=["demo"])
         page, _ = await login(browser, username, password)
         await page.goto(f"{DASHBOARD}/players/{player_id}")
         shown = await page.text_content("[data-testid=profile] [data-field=email]") or ""
-        may = engine.allowed(Subject(operator_id, frozenset([role]), frozenset(["demo"]), frozenset(["*"])),
-                             "player.pii.read")
+        may = engine.allowed(
+            Subject(operator_id, frozenset([role]), frozenset(["demo"]), frozenset(["*"])), "player.pii.read"
+        )
         assert (shown == email) == may, f"{role} saw {shown!r}"
         if not may:
             assert email not in await page.content()
@@ -133,7 +116,7 @@ async def test_personal_data_is_masked_for_a_marketer_and_shown_to_compliance(
 
 
 async def test_an_operator_of_another_brand_cannot_open_the_player(browser: Browser, ops: Operators) -> None:
-    player_id = await register_player(f"p{uuid.uuid4().hex[:6]}@players.example.test")
+    player_id, _ = await register_player()
     _, username, password = await ops.create(["support_agent"], brands=["other-brand"])
     page, _ = await login(browser, username, password)
     response = await page.goto(f"{DASHBOARD}/players/{player_id}")

@@ -55,9 +55,7 @@ records = st.builds(
     outcome=st.sampled_from(["succeeded", "denied", "failed"]),
     reason=st.none() | texts,
     request_id=st.none() | texts,
-    occurred_at=st.datetimes(
-        min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(UTC)
-    ),
+    occurred_at=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(UTC)),
 )
 
 
@@ -196,7 +194,10 @@ def test_an_anchor_signature_depends_on_key_chain_seq_and_hash() -> None:
 
 
 @given(
-    st.integers(0, 5000), st.integers(0, 5000), st.floats(0, 1000), st.floats(0, 1000),
+    st.integers(0, 5000),
+    st.integers(0, 5000),
+    st.floats(0, 1000),
+    st.floats(0, 1000),
 )
 def test_an_anchor_is_due_after_n_entries_or_t_seconds_when_there_is_news(
     head: int, anchored: int, at: float, now: float
@@ -294,9 +295,7 @@ def test_two_swapped_entries_are_found_as_reordered(entries: list[AuditEntry], d
 
 
 @given(chains, st.data())
-def test_two_rows_with_swapped_contents_are_found_as_reordered(
-    entries: list[AuditEntry], data: st.DataObject
-) -> None:
+def test_two_rows_with_swapped_contents_are_found_as_reordered(entries: list[AuditEntry], data: st.DataObject) -> None:
     # What swapping two rows in Cassandra looks like: the seqs stay in order, the contents move.
     links = links_of(entries)
     i = data.draw(st.integers(0, len(links) - 2))
@@ -328,7 +327,7 @@ def test_a_consistent_rewrite_is_caught_by_the_next_anchor(entries: list[AuditEn
     report = check(rewritten, rewritten[-1], anchors)
     later = [a.seq for a in anchors if a.seq >= k + 1]
     if later:
-        assert ("bad_anchor" in kinds_at(report, later[0])), report.problems
+        assert "bad_anchor" in kinds_at(report, later[0]), report.problems
     else:
         assert report.ok  # nothing signed covers it: why anchors are also written every T seconds
 
@@ -346,9 +345,7 @@ def test_a_cut_tail_leaves_an_anchor_without_its_entry(entries: list[AuditEntry]
     anchors = anchors_of(entries, every=1)
     kept = entries[:-cut]
     report = check(kept, kept[-1], anchors)
-    assert [(p.seq, p.kind) for p in report.problems] == [
-        (e.seq, "anchor_missing_entry") for e in entries[-cut:]
-    ]
+    assert [(p.seq, p.kind) for p in report.problems] == [(e.seq, "anchor_missing_entry") for e in entries[-cut:]]
 
 
 # ---------------------------------------------------------------------------- ranges

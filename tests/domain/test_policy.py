@@ -35,13 +35,16 @@ def small(**extra: Any) -> PolicyEngine:
             "p.orphan": {"description": "no role grants it"},
         },
         "roles": {
-            "r": {"description": "the role", "grants": [
-                {"permissions": ["p.read", "p.any", "p.pay"]},
-                {"permissions": ["p.vip", "p.pii"], "conditions": ["assigned_vip"]},
-                {"permissions": ["p.approve"], "conditions": ["not_self"]},
-                {"permissions": ["p.own"], "conditions": ["self_only"]},
-                {"permissions": ["p.capped"], "max_amount_minor": 500},
-            ]},
+            "r": {
+                "description": "the role",
+                "grants": [
+                    {"permissions": ["p.read", "p.any", "p.pay"]},
+                    {"permissions": ["p.vip", "p.pii"], "conditions": ["assigned_vip"]},
+                    {"permissions": ["p.approve"], "conditions": ["not_self"]},
+                    {"permissions": ["p.own"], "conditions": ["self_only"]},
+                    {"permissions": ["p.capped"], "max_amount_minor": 500},
+                ],
+            },
             "big": {"description": "uncapped", "grants": [{"permissions": ["p.capped"]}]},
         },
     }
@@ -154,8 +157,9 @@ def test_self_only_allows_only_ones_own_resource() -> None:
 # ---------------------------------------------------------------------------- amounts
 
 
-@pytest.mark.parametrize(("amount", "second"), [(0, False), (1000, False), (1001, True), (-1001, True),
-                                                (-1000, False), (None, True)])
+@pytest.mark.parametrize(
+    ("amount", "second"), [(0, False), (1000, False), (1001, True), (-1001, True), (-1000, False), (None, True)]
+)
 def test_second_approver_above_threshold_by_absolute_amount(amount: int | None, second: bool) -> None:
     d = small().decide(subj("r"), "p.pay", Resource("payment", owner="op1", amount_minor=amount))
     assert d.allowed and d.needs_second_approver is second
@@ -182,8 +186,9 @@ def test_default_adjustment_above_1000_needs_a_supervisor_who_is_not_the_request
     agent, boss = subj("payments_operator", op="agent"), subj("supervisor", op="boss")
     adj = Resource("payment", id="adj1", brand="b1", jurisdiction="MT", owner="agent", amount_minor=100_001)
     assert ENGINE.decide(agent, "payment.adjust", adj).needs_second_approver
-    assert not ENGINE.decide(agent, "payment.adjust", Resource("payment", owner="agent", amount_minor=100_000)
-                             ).needs_second_approver
+    assert not ENGINE.decide(
+        agent, "payment.adjust", Resource("payment", owner="agent", amount_minor=100_000)
+    ).needs_second_approver
     assert ENGINE.approve_permission("payment.adjust") == "payment.adjust.approve"
     assert ENGINE.allowed(boss, "payment.adjust.approve", adj)
     assert not ENGINE.allowed(agent, "payment.adjust.approve", adj)
@@ -243,12 +248,21 @@ def test_mask_shapes() -> None:
 
 
 def test_mask_replaces_nested_pii_for_a_subject_without_pii_and_copies() -> None:
-    data = {"player_id": "p1", "email": "ann@example.com", "profile": {"first_name": "Ann", "birth_date": "1990-01-01"},
-            "contacts": [{"phone": "+35699123456"}], "address": {"line1": "1 Main St", "city": "Valletta"}}
+    data = {
+        "player_id": "p1",
+        "email": "ann@example.com",
+        "profile": {"first_name": "Ann", "birth_date": "1990-01-01"},
+        "contacts": [{"phone": "+35699123456"}],
+        "address": {"line1": "1 Main St", "city": "Valletta"},
+    }
     out = ENGINE.mask(subj("marketer"), data, player(brand="b1"))
-    assert out == {"player_id": "p1", "email": "a***@example.com",
-                   "profile": {"first_name": "A***", "birth_date": "****-**-**"},
-                   "contacts": [{"phone": "+35*******56"}], "address": {"line1": "****", "city": "****"}}
+    assert out == {
+        "player_id": "p1",
+        "email": "a***@example.com",
+        "profile": {"first_name": "A***", "birth_date": "****-**-**"},
+        "contacts": [{"phone": "+35*******56"}],
+        "address": {"line1": "****", "city": "****"},
+    }
     assert data["email"] == "ann@example.com"  # the input is left alone
 
 
@@ -268,8 +282,9 @@ def test_permissions_for_is_the_unconditional_union_of_known_roles() -> None:
     assert {"player.read", "player.pii.read", "dashboard.view", "session.end_own"} <= perms
     assert "payment.adjust" not in perms
     assert ENGINE.permissions_for(["nobody"]) == frozenset()
-    assert ENGINE.permissions_for(["marketer", "analyst"]) == (ENGINE.permissions_for(["marketer"])
-                                                              | ENGINE.permissions_for(["analyst"]))
+    assert ENGINE.permissions_for(["marketer", "analyst"]) == (
+        ENGINE.permissions_for(["marketer"]) | ENGINE.permissions_for(["analyst"])
+    )
 
 
 def test_roles_view_has_descriptions_and_every_role_grants() -> None:
@@ -281,22 +296,43 @@ def test_roles_view_has_descriptions_and_every_role_grants() -> None:
 # ---------------------------------------------------------------------------- the default policy
 
 
-@pytest.mark.parametrize(("role", "permission", "expected"), [
-    ("support_agent", "player.pii.read", True), ("support_agent", "payment.adjust", False),
-    ("support_agent", "player.block", False), ("support_agent", "ticket.write", True),
-    ("payments_operator", "payment.adjust", True), ("payments_operator", "payment.adjust.approve", False),
-    ("compliance_officer", "player.block", True), ("compliance_officer", "audit.export", True),
-    ("compliance_officer", "payment.adjust", False),
-    ("marketer", "segment.export", True), ("marketer", "player.pii.read", False), ("marketer", "audit.read", False),
-    ("analyst", "report.read", True), ("analyst", "segment.write", False), ("analyst", "player.pii.read", False),
-    ("supervisor", "payment.adjust.approve", True), ("supervisor", "session.end_any", True),
-    ("supervisor", "operator.create", False), ("supervisor", "payment.adjust", False),
-    ("admin", "operator.create", True), ("admin", "apikey.rotate", True), ("admin", "player.pii.read", False),
-    ("admin", "payment.adjust", False), ("admin", "audit.verify", True),
-])
+@pytest.mark.parametrize(
+    ("role", "permission", "expected"),
+    [
+        ("support_agent", "player.pii.read", True),
+        ("support_agent", "payment.adjust", False),
+        ("support_agent", "player.block", False),
+        ("support_agent", "ticket.write", True),
+        ("payments_operator", "payment.adjust", True),
+        ("payments_operator", "payment.adjust.approve", False),
+        ("compliance_officer", "player.block", True),
+        ("compliance_officer", "audit.export", True),
+        ("compliance_officer", "payment.adjust", False),
+        ("marketer", "segment.export", True),
+        ("marketer", "player.pii.read", False),
+        ("marketer", "audit.read", False),
+        ("analyst", "report.read", True),
+        ("analyst", "segment.write", False),
+        ("analyst", "player.pii.read", False),
+        ("supervisor", "payment.adjust.approve", True),
+        ("supervisor", "session.end_any", True),
+        ("supervisor", "operator.create", False),
+        ("supervisor", "payment.adjust", False),
+        ("admin", "operator.create", True),
+        ("admin", "apikey.rotate", True),
+        ("admin", "player.pii.read", False),
+        ("admin", "payment.adjust", False),
+        ("admin", "audit.verify", True),
+    ],
+)
 def test_default_role_grants(role: str, permission: str, expected: bool) -> None:
-    res = Resource("player" if permission.startswith("player") else "thing", brand="b1", jurisdiction="MT",
-                   owner="someone-else", amount_minor=100)
+    res = Resource(
+        "player" if permission.startswith("player") else "thing",
+        brand="b1",
+        jurisdiction="MT",
+        owner="someone-else",
+        amount_minor=100,
+    )
     assert ENGINE.allowed(subj(role), permission, res) is expected
 
 
@@ -324,27 +360,44 @@ brands = st.sampled_from(["b1", "b2", "b3", "b4"])
 countries = st.sampled_from(["MT", "GB", "SE", "DE", None])
 operators = st.sampled_from(["op1", "op2", "op3"])
 role_sets = st.frozensets(st.sampled_from([*ROLES, "ghost"]), max_size=4)
-resources = st.builds(Resource, kind=st.sampled_from(["player", "payment", "session", "operator"]),
-                      id=st.none() | names, brand=st.none() | brands, jurisdiction=countries,
-                      vip_manager=st.none() | operators, owner=st.none() | operators,
-                      amount_minor=st.none() | st.integers(-(10**9), 10**9))
+resources = st.builds(
+    Resource,
+    kind=st.sampled_from(["player", "payment", "session", "operator"]),
+    id=st.none() | names,
+    brand=st.none() | brands,
+    jurisdiction=countries,
+    vip_manager=st.none() | operators,
+    owner=st.none() | operators,
+    amount_minor=st.none() | st.integers(-(10**9), 10**9),
+)
 
 
-@given(roles=role_sets, scope=st.frozensets(brands, max_size=3), res=resources,
-       permission=st.sampled_from(PERMISSIONS), op=operators)
+@given(
+    roles=role_sets,
+    scope=st.frozensets(brands, max_size=3),
+    res=resources,
+    permission=st.sampled_from(PERMISSIONS),
+    op=operators,
+)
 def test_a_resource_outside_the_subjects_brands_is_never_reachable(
-        roles: frozenset[str], scope: frozenset[str], res: Resource, permission: str, op: str) -> None:
+    roles: frozenset[str], scope: frozenset[str], res: Resource, permission: str, op: str
+) -> None:
     brand = next(b for b in ("b1", "b2", "b3", "b4") if b not in scope)
     res = Resource(res.kind, res.id, brand, res.jurisdiction, res.vip_manager, res.owner, res.amount_minor)
     assert not ENGINE.allowed(Subject(op, roles, scope, frozenset({ALL})), permission, res)
 
 
-@given(roles=role_sets, extra=st.sampled_from(ROLES), res=st.none() | resources,
-       permission=st.sampled_from(PERMISSIONS), op=operators,
-       scope=st.frozensets(brands | st.just(ALL), max_size=3))
+@given(
+    roles=role_sets,
+    extra=st.sampled_from(ROLES),
+    res=st.none() | resources,
+    permission=st.sampled_from(PERMISSIONS),
+    op=operators,
+    scope=st.frozensets(brands | st.just(ALL), max_size=3),
+)
 def test_adding_a_role_never_removes_a_permission(
-        roles: frozenset[str], extra: str, res: Resource | None, permission: str, op: str,
-        scope: frozenset[str]) -> None:
+    roles: frozenset[str], extra: str, res: Resource | None, permission: str, op: str, scope: frozenset[str]
+) -> None:
     before = ENGINE.decide(Subject(op, roles, scope, frozenset({ALL})), permission, res)
     after = ENGINE.decide(Subject(op, roles | {extra}, scope, frozenset({ALL})), permission, res)
     if before.allowed:
@@ -356,11 +409,14 @@ pii_values = st.text(min_size=1, max_size=40).filter(lambda v: set(v) != {"*"})
 json_leaf = st.none() | st.integers() | st.text(max_size=10)
 
 
-@given(values=st.dictionaries(st.sampled_from(sorted(ENGINE.pii_fields)), pii_values, min_size=1),
-       noise=st.dictionaries(st.text(max_size=5), json_leaf, max_size=3),
-       roles=st.frozensets(st.sampled_from(["marketer", "analyst", "admin", "ghost"]), max_size=3))
+@given(
+    values=st.dictionaries(st.sampled_from(sorted(ENGINE.pii_fields)), pii_values, min_size=1),
+    noise=st.dictionaries(st.text(max_size=5), json_leaf, max_size=3),
+    roles=st.frozensets(st.sampled_from(["marketer", "analyst", "admin", "ghost"]), max_size=3),
+)
 def test_masked_output_never_contains_an_original_pii_value(
-        values: dict[str, str], noise: dict[str, Any], roles: frozenset[str]) -> None:
+    values: dict[str, str], noise: dict[str, Any], roles: frozenset[str]
+) -> None:
     s = Subject("op1", roles, frozenset({ALL}), frozenset({ALL}))
     assert not ENGINE.allowed(s, "player.pii.read", player(brand="b1"))
     data = {**noise, **values, "nested": {**values}, "items": [dict(values)]}
@@ -373,15 +429,27 @@ def test_masked_output_never_contains_an_original_pii_value(
 text = st.text(max_size=12)
 
 
-@given(op=text, roles=st.frozensets(st.sampled_from(ROLES) | text, max_size=4),
-       scope=st.frozensets(text, max_size=3), juris=st.frozensets(text, max_size=3),
-       permission=st.sampled_from(PERMISSIONS) | text,
-       res=st.none() | st.builds(Resource, kind=text, id=st.none() | text, brand=st.none() | text,
-                                 jurisdiction=st.none() | text, vip_manager=st.none() | text,
-                                 owner=st.none() | text, amount_minor=st.none() | st.integers()))
+@given(
+    op=text,
+    roles=st.frozensets(st.sampled_from(ROLES) | text, max_size=4),
+    scope=st.frozensets(text, max_size=3),
+    juris=st.frozensets(text, max_size=3),
+    permission=st.sampled_from(PERMISSIONS) | text,
+    res=st.none()
+    | st.builds(
+        Resource,
+        kind=text,
+        id=st.none() | text,
+        brand=st.none() | text,
+        jurisdiction=st.none() | text,
+        vip_manager=st.none() | text,
+        owner=st.none() | text,
+        amount_minor=st.none() | st.integers(),
+    ),
+)
 def test_decide_never_raises_for_arbitrary_strings(
-        op: str, roles: frozenset[str], scope: frozenset[str], juris: frozenset[str], permission: str,
-        res: Resource | None) -> None:
+    op: str, roles: frozenset[str], scope: frozenset[str], juris: frozenset[str], permission: str, res: Resource | None
+) -> None:
     d = ENGINE.decide(Subject(op, roles, scope, juris), permission, res)
     assert d.permission == permission and d.reason
     if not ENGINE.known_permission(permission):

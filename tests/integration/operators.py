@@ -96,8 +96,12 @@ class Operators:
         assert r.status_code == 200, r.text
         body = r.json()
         client.headers["X-CSRF-Token"] = body["csrf_token"]
+        assert body["operator"]["must_change_password"] is True
+        own = f"{password}-own"
+        r = await client.post(f"{ADMIN}/auth/password", json={"old_password": password, "new_password": own})
+        assert r.status_code == 204, r.text
         return LoggedIn(
-            operator_id, username, password, secret, body["csrf_token"], client, body.get("recovery_codes", []), code
+            operator_id, username, own, secret, body["csrf_token"], client, body.get("recovery_codes", []), code
         )
 
     async def aclose(self) -> None:
@@ -105,6 +109,29 @@ class Operators:
             await c.aclose()
         await self.redis.aclose()
         self.cluster.shutdown()
+
+
+async def register_player(country: str = "MT", email: str | None = None) -> tuple[str, str]:
+    """A demo-brand player with personal data, through the platform API; (player id, email)."""
+    from tests.integration.conftest import API_KEY, API_URL
+
+    player_id, email = str(uuid.uuid4()), email or f"p.{uuid.uuid4().hex[:8]}@players.example.test"
+    async with httpx.AsyncClient(base_url=API_URL, headers={"Authorization": f"Bearer {API_KEY}"}) as api:
+        r = await api.post(
+            "/players",
+            json={
+                "player_id": player_id,
+                "currency": "EUR",
+                "country": country,
+                "email": email,
+                "phone": "+35699123456",
+                "first_name": "Maria",
+                "last_name": "Borg",
+                "birth_date": "1990-05-17",
+            },
+        )
+        assert r.status_code == 201, r.text
+    return player_id, email
 
 
 def session_client(**kwargs: Any) -> httpx.AsyncClient:

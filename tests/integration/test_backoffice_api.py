@@ -8,11 +8,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 
 from adapters.settings import Settings
-from tests.integration.conftest import API_KEY, API_URL
-from tests.integration.operators import ADMIN, LoggedIn, Operators, next_code, problem, session_client, session_cookie
+from tests.integration.conftest import API_URL
+from tests.integration.operators import (
+    ADMIN,
+    LoggedIn,
+    Operators,
+    next_code,
+    problem,
+    register_player,
+    session_client,
+    session_cookie,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,23 +46,6 @@ async def audit_entries(who: LoggedIn, **match: Any) -> list[dict[str, Any]]:
     r = await who.client.get(f"{ADMIN}/audit", params={"limit": 500})
     assert r.status_code == 200, r.text
     return [e for e in r.json()["items"] if all(e.get(k) == v for k, v in match.items())]
-
-
-async def register_player(brand_key: str = API_KEY, country: str = "MT") -> tuple[str, str]:
-    player_id, email = str(uuid.uuid4()), f"p.{uuid.uuid4().hex[:8]}@players.example.test"
-    async with httpx.AsyncClient(base_url=API_URL, headers={"Authorization": f"Bearer {brand_key}"}) as api:
-        r = await api.post(
-            "/players",
-            json={
-                "player_id": player_id,
-                "currency": "EUR",
-                "country": country,
-                "email": email,
-                "phone": "+35699123456",
-            },
-        )
-        assert r.status_code == 201, r.text
-    return player_id, email
 
 
 async def test_a_wrong_password_is_refused_and_audited(ops: Operators, compliance: LoggedIn) -> None:
@@ -315,3 +308,23 @@ async def test_the_audit_chain_verifies_and_exports(admin: LoggedIn, compliance:
         f"{ADMIN}/audit/export", params={"from": "2020-01-01T00:00:00Z", "to": "2021-01-01T00:00:00Z"}
     )
     assert marketer_denied.status_code in (200, 403)
+
+
+async def test_a_temporary_password_must_be_replaced_before_anything_else(ops: Operators) -> None:
+    _, username, password = await ops.create(["admin"])
+    async with session_client() as c:
+        r = await c.post(f"{ADMIN}/auth/login", json={"username": username, "password": password})
+        csrf = r.json()["csrf_token"]
+        r = await c.post(f"{ADMIN}/auth/2fa/enrol", headers={"X-CSRF-Token": csrf})
+        code = pyotp.TOTP(r.json()["secret"]).now()
+        r = await c.post(f"{ADMIN}/auth/2fa/enrol/confirm", json={"code": code}, headers={"X-CSRF-Token": csrf})
+        c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+        r = await c.get(f"{ADMIN}/operators")
+        assert r.status_code == 403 and problem(r)["field"] == "password"
+        # A second factor cannot be swapped from a signed-in session either.
+        assert (await c.post(f"{ADMIN}/auth/2fa/enrol")).status_code == 401
+        weak = await c.post(f"{ADMIN}/auth/password", json={"old_password": password, "new_password": "short"})
+        assert weak.status_code == 422 and problem(weak)["field"] == "new_password"
+        r = await c.post(f"{ADMIN}/auth/password", json={"old_password": password, "new_password": password + "-x"})
+        assert r.status_code == 204
+        assert (await c.get(f"{ADMIN}/operators")).status_code == 200

@@ -280,7 +280,7 @@ async def test_a_brand_cannot_reach_another_brands_player(api: httpx.AsyncClient
 
     cluster, session = connect(stack, stack.cassandra_keyspace)
     try:
-        other_key = await ApiKeyStore(session).create("rival", "test")
+        _, other_key = await ApiKeyStore(session).create("rival", "test")
     finally:
         cluster.shutdown()
     pid = await register(api)
