@@ -61,7 +61,7 @@ async def login(browser: Browser, username: str, password: str) -> tuple[Page, s
     assert await page.locator("[data-testid=temporary-note]").count() == 1
     await page.fill("#old_password", password)
     await page.fill("#new_password", f"{password}-own")
-    await page.click("button[type=submit]")
+    await page.click("main button[type=submit]")
     await page.wait_for_url(re.compile(r".*/dashboard/$"))
     return page, secret
 
