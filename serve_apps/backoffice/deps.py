@@ -109,12 +109,25 @@ def check_origin(request: Request, bo: BackOffice) -> None:
 
 
 async def check_csrf(request: Request, bo: BackOffice, info: SessionInfo) -> None:
+    """A forged cross-site request is an attack on this operator: refused and on the record."""
     if request.method not in UNSAFE:
         return
-    check_origin(request, bo)
-    token = request.headers.get(CSRF_HEADER) or await _form_token(request)
-    if not token or not hmac.compare_digest(token.encode(), info.csrf.encode()):
-        raise Forbidden(f"missing or wrong CSRF token (send the {CSRF_HEADER} header)", field=CSRF_HEADER)
+    try:
+        check_origin(request, bo)
+        token = request.headers.get(CSRF_HEADER) or await _form_token(request)
+        if not token or not hmac.compare_digest(token.encode(), info.csrf.encode()):
+            raise Forbidden(f"missing or wrong CSRF token (send the {CSRF_HEADER} header)", field=CSRF_HEADER)
+    except Forbidden as exc:
+        await auditing.record(
+            bo,
+            operator_of(request, info),
+            "auth.csrf",
+            target_kind="request",
+            target_id=f"{request.method} {request.url.path}"[:200],
+            outcome="denied",
+            reason=exc.detail,
+        )
+        raise
 
 
 async def session_info(request: Request, bo: BackOffice, *, stages: tuple[str, ...] = ("full",)) -> SessionInfo:

@@ -149,6 +149,8 @@ async def test_state_changes_need_the_csrf_token(admin: LoggedIn) -> None:
         f"{ADMIN}/api-keys", json=body, headers={"Origin": "https://evil.example", "X-CSRF-Token": admin.csrf}
     )
     assert r.status_code == 403
+    refused = await audit_entries(admin, action="auth.csrf", actor_id=admin.operator_id)
+    assert len(refused) == 3 and all(e["outcome"] == "denied" for e in refused)
 
 
 async def test_an_operator_of_another_brand_is_refused_the_player_and_it_is_audited(
