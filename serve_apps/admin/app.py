@@ -16,7 +16,14 @@ from ray.serve import Application
 
 from adapters.settings import get_settings
 from serve_apps import problems
-from serve_apps.admin import routes_audit, routes_auth, routes_keys, routes_operators, routes_players
+from serve_apps.admin import (
+    routes_adjustments,
+    routes_audit,
+    routes_auth,
+    routes_keys,
+    routes_operators,
+    routes_players,
+)
 from serve_apps.backoffice import deps
 from serve_apps.backoffice.deps import BO, Public
 from serve_apps.backoffice.health import health_answer
@@ -32,7 +39,7 @@ app = FastAPI(
     "Errors are application/problem+json.",
 )
 problems.install(app)
-for module in (routes_auth, routes_operators, routes_keys, routes_players, routes_audit):
+for module in (routes_auth, routes_operators, routes_keys, routes_players, routes_adjustments, routes_audit):
     app.include_router(module.router)
 app.add_middleware(PitbossMiddleware, app_name="admin", max_body_bytes=256 * 1024)
 

@@ -3,19 +3,33 @@ each checks the policy on the resource it touches, does the work, and audits it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import weakref
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from domain.errors import InvalidInput, NotFound, PitbossError
+import aio_pika
+
+from adapters import rabbit
+from adapters.cassandra.adjustments import AdjustmentStore
+from adapters.settings import Settings
+from domain import adjustments as adjustment_rules
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, PitbossError
 from domain.player import AnyCommand
 from domain.policy import ALL, Resource
+from schemas.adjustments import APPROVED_EVENT, PENDING, AdjustmentCreate, AdjustmentDecision, AdjustmentPublic
 from schemas.commands import LiftBlock, PlaceBlock
+from schemas.events import PitbossEvent
 from schemas.operators import OperatorCreate, OperatorPublic, OperatorUpdate, SessionPublic
 from schemas.players import BlockCreate
 from schemas.state import BlockKind
 from serve_apps.backoffice import auditing
+from serve_apps.backoffice.auditing import Outcome
 from serve_apps.backoffice.deps import Operator, authorize
 from serve_apps.backoffice.runtime import BackOffice
 
@@ -359,3 +373,264 @@ async def export_audit(bo: BackOffice, op: Operator, start: datetime, end: datet
         after={"from": start.isoformat(), "to": end.isoformat(), "format": fmt},
     )
     return bo.audit.export(start, end)
+
+
+# --- manual payment adjustments (four eyes) ----------------------------------------------
+# The store and the bus connection are made per replica on first use: the BackOffice runtime
+# is shared with every other use case and needs neither until someone adjusts.
+
+_log = logging.getLogger("pitboss.adjustments")
+ADJUST = "payment.adjust"
+APPROVE = "payment.adjust.approve"
+_PUBLISH_TIMEOUT = 5.0
+
+
+class _Bus:
+    """One publisher-confirms channel on the events exchange, opened on first use and reopened
+    after a failure. A publish returns once the broker has the message."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._lock = asyncio.Lock()
+
+    async def _open(self) -> aio_pika.abc.AbstractExchange:
+        async with self._lock:
+            if self._exchange is None or self._connection is None or self._connection.is_closed:
+                connection = await aio_pika.connect_robust(self.settings.rabbitmq_url, timeout=_PUBLISH_TIMEOUT)
+                channel = await connection.channel(publisher_confirms=True)
+                self._exchange = await channel.declare_exchange(
+                    self.settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+                )
+                self._connection = connection
+            return self._exchange
+
+    async def publish(self, event: PitbossEvent) -> None:
+        try:
+            exchange = await self._open()
+            await asyncio.wait_for(
+                rabbit.publish(exchange, event.type, event.model_dump_json().encode(), str(event.event_id)),
+                timeout=_PUBLISH_TIMEOUT,
+            )
+        except BaseException:
+            connection, self._connection, self._exchange = self._connection, None, None
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            raise
+
+
+@dataclass(slots=True)
+class _Adjustments:
+    store: AdjustmentStore
+    bus: _Bus
+
+
+_adjustments_of: weakref.WeakKeyDictionary[BackOffice, _Adjustments] = weakref.WeakKeyDictionary()
+
+
+async def _adjustments(bo: BackOffice) -> _Adjustments:
+    found = _adjustments_of.get(bo)
+    if found is None:
+        # Preparing statements blocks on Cassandra: not on the event loop.
+        store = await asyncio.to_thread(AdjustmentStore, bo.session)
+        found = _adjustments_of.setdefault(bo, _Adjustments(store, _Bus(bo.settings)))
+    return found
+
+
+def _now_ms() -> datetime:
+    # Cassandra keeps milliseconds: what we answer is what a later read returns.
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _payment(player: Resource, adjustment_id: UUID, owner: str, amount_minor: int) -> Resource:
+    """The adjustment as the policy sees it: the player's brand and jurisdiction, the requester
+    as owner (so `not_self` refuses them as approver), the absolute amount (the threshold)."""
+    return Resource(
+        kind="payment",
+        id=str(adjustment_id),
+        brand=player.brand,
+        jurisdiction=player.jurisdiction,
+        owner=owner,
+        amount_minor=abs(amount_minor),
+    )
+
+
+def _adj_dump(adj: AdjustmentPublic) -> dict[str, Any]:
+    return adj.model_dump(mode="json")
+
+
+async def _publish_if_due(bo: BackOffice, rt: _Adjustments, adj: AdjustmentPublic) -> AdjustmentPublic:
+    """Publishes an approved adjustment's event unless the broker already confirmed it, then
+    marks it published. A failure leaves it unpublished (the approval stands): the next
+    approve, reject, list or queue call that sees it publishes it again. At least once; the
+    event id is the adjustment id, so the wallet applies it once."""
+    if not adjustment_rules.needs_publishing(adj):
+        return adj
+    assert adj.decided_at is not None
+    event = PitbossEvent(
+        event_id=adj.adjustment_id,
+        type=APPROVED_EVENT,
+        occurred_at=adj.decided_at,
+        player_id=adj.player_id,
+        brand=adj.brand,
+        payload=adjustment_rules.approved_payload(adj).model_dump(mode="json"),
+    )
+    try:
+        await rt.bus.publish(event)
+        return await rt.store.mark_published(adj, _now_ms())
+    except Exception:
+        _log.warning("adjustment %s approved but its event is not published yet; retried later",
+                     adj.adjustment_id, exc_info=True)
+        return adj
+
+
+async def request_adjustment(
+    bo: BackOffice, op: Operator, player_id: UUID, data: AdjustmentCreate
+) -> tuple[AdjustmentPublic, bool]:
+    """A manual adjustment for a player: approved at once at or below the policy's threshold,
+    else pending a second approver. (adjustment, created); a retry of the same request
+    gives the first adjustment and False, a different request under a used id is a Conflict."""
+    state, player = await _player_resource(bo, player_id)
+    resource = _payment(player, data.adjustment_id, op.id, data.amount_minor)
+    decision = await authorize(bo, op, ADJUST, resource)
+    rt = await _adjustments(bo)
+
+    async def failed(reason: str) -> None:
+        await auditing.record(
+            bo,
+            op,
+            ADJUST,
+            target_kind="payment",
+            target_id=str(data.adjustment_id),
+            brand=player.brand,
+            after={"player_id": str(player_id), **data.model_dump(mode="json")},
+            outcome="failed",
+            reason=reason,
+        )
+
+    try:
+        adj = adjustment_rules.request(
+            data,
+            player_id=player_id,
+            brand=state["brand"],
+            jurisdiction=player.jurisdiction,
+            player_currency=state["profile"]["currency"],
+            requested_by=op.id,
+            requested_by_name=op.name,
+            needs_second_approver=decision.needs_second_approver,
+            now=_now_ms(),
+        )
+    except PitbossError as exc:
+        await failed(exc.detail)
+        raise
+    stored, created = await rt.store.create(adj)
+    if not created:
+        if not adjustment_rules.same_request(stored, data, player_id, op.id):
+            await failed("adjustment_id already used for a different adjustment")
+            raise Conflict("adjustment_id already used for a different adjustment", field="adjustment_id")
+        return await _publish_if_due(bo, rt, stored), False
+    await auditing.record(
+        bo,
+        op,
+        ADJUST,
+        target_kind="payment",
+        target_id=str(stored.adjustment_id),
+        brand=stored.brand,
+        after=_adj_dump(stored),
+        reason=decision.reason,
+    )
+    return await _publish_if_due(bo, rt, stored), True
+
+
+async def _decide_adjustment(
+    bo: BackOffice, op: Operator, adjustment_id: UUID, approve: bool, note: str | None
+) -> AdjustmentPublic:
+    action = APPROVE if approve else "payment.adjust.reject"
+    rt = await _adjustments(bo)
+    adj = await rt.store.get(adjustment_id)
+    _, player = await _player_resource(bo, adj.player_id)
+
+    async def refused(outcome: Outcome, reason: str) -> None:
+        await auditing.record(
+            bo,
+            op,
+            action,
+            target_kind="payment",
+            target_id=str(adjustment_id),
+            brand=adj.brand,
+            before=_adj_dump(adj),
+            outcome=outcome,
+            reason=reason,
+        )
+
+    # Rejecting needs the same right as approving: both are the second pair of eyes.
+    resource = _payment(player, adjustment_id, adj.requested_by, adj.amount_minor)
+    decision = bo.policy.decide(op.subject, APPROVE, resource)
+    if not decision.allowed:
+        await refused("denied", decision.reason)
+        raise Forbidden(decision.reason, extra={"permission": APPROVE})
+    try:
+        decided = adjustment_rules.decide(adj, approve=approve, by=op.id, by_name=op.name, note=note, now=_now_ms())
+    except PitbossError as exc:
+        await refused("denied" if isinstance(exc, Forbidden) else "failed", exc.detail)
+        await _publish_if_due(bo, rt, adj)
+        raise
+    current = await rt.store.decide(decided)
+    if current is not None:
+        reason = f"decided meanwhile: the adjustment is already {current.status}"
+        await refused("failed", reason)
+        await _publish_if_due(bo, rt, current)
+        raise Conflict(reason, field="status", extra={"current_status": current.status})
+    await auditing.record(
+        bo,
+        op,
+        action,
+        target_kind="payment",
+        target_id=str(adjustment_id),
+        brand=adj.brand,
+        before=_adj_dump(adj),
+        after=_adj_dump(decided),
+        reason=decision.reason,
+    )
+    return await _publish_if_due(bo, rt, decided)
+
+
+async def approve_adjustment(
+    bo: BackOffice, op: Operator, adjustment_id: UUID, data: AdjustmentDecision
+) -> AdjustmentPublic:
+    return await _decide_adjustment(bo, op, adjustment_id, True, data.note)
+
+
+async def reject_adjustment(
+    bo: BackOffice, op: Operator, adjustment_id: UUID, data: AdjustmentDecision
+) -> AdjustmentPublic:
+    return await _decide_adjustment(bo, op, adjustment_id, False, data.note)
+
+
+async def player_adjustments(bo: BackOffice, op: Operator, player_id: UUID, limit: int = 100) -> list[AdjustmentPublic]:
+    """The player's adjustments, newest first (any approved one still unpublished is sent)."""
+    _, player = await _player_resource(bo, player_id)
+    await authorize(bo, op, "payment.read", player)
+    rt = await _adjustments(bo)
+    return [await _publish_if_due(bo, rt, a) for a in await rt.store.of_player(player_id, limit)]
+
+
+async def pending_adjustments(bo: BackOffice, op: Operator) -> list[AdjustmentPublic]:
+    """The approvers' queue, oldest first, within the operator's brands and jurisdictions.
+    Walking the open adjustments also finishes the approved ones whose event is unpublished and
+    drops index rows of adjustments decided meanwhile."""
+    rt = await _adjustments(bo)
+    out: list[AdjustmentPublic] = []
+    for adj in await rt.store.open():
+        if adjustment_rules.needs_publishing(adj):
+            await _publish_if_due(bo, rt, adj)
+        elif adj.status != PENDING:
+            await rt.store.close(adj)
+        elif bo.policy.allowed(
+            op.subject, "payment.read", Resource(kind="payment", brand=adj.brand, jurisdiction=adj.jurisdiction)
+        ):
+            out.append(adj)
+    return out

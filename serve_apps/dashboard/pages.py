@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, get_args
-from uuid import UUID
+from typing import Annotated, Any, Literal, get_args
+from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from domain.errors import InvalidInput, PitbossError
+from schemas.adjustments import AdjustmentCreate, AdjustmentDecision
 from schemas.operators import OperatorCreate, OperatorUpdate
 from schemas.players import BlockCreate
 from schemas.state import BlockKind
@@ -347,6 +348,7 @@ async def player(
     player_id: UUID, request: Request, op: Annotated[Operator, Require("player.read")], bo: BO
 ) -> Response:
     shown = await actions.read_player(bo, op, player_id)
+    can_read_payments = _can(bo, op, "payment.read")
     return page(
         request,
         bo,
@@ -357,6 +359,12 @@ async def player(
         block_kinds=get_args(BlockKind),
         can_block=_can(bo, op, "player.block"),
         can_unblock=_can(bo, op, "player.unblock"),
+        adjustments=await actions.player_adjustments(bo, op, player_id) if can_read_payments else None,
+        can_adjust=_can(bo, op, "payment.adjust"),
+        can_approve=_can(bo, op, "payment.adjust.approve"),
+        me_id=op.id,
+        # A fresh id per page view: a double submit of the form is one adjustment.
+        new_adjustment_id=uuid4(),
     )
 
 
@@ -382,3 +390,88 @@ async def lift_block(
 ) -> Response:
     await actions.lift_block(bo, op, player_id, kind, None)
     return redirect(f"/players/{player_id}")
+
+
+# --- manual adjustments ------------------------------------------------------------------
+
+
+@router.post("/players/{player_id}/adjustments")
+async def request_adjustment(
+    player_id: UUID,
+    op: Annotated[Operator, Require("payment.adjust")],
+    bo: BO,
+    adjustment_id: Annotated[str, Form(max_length=36)],
+    amount_minor: Annotated[str, Form(max_length=20)],
+    currency: Annotated[str, Form(max_length=3)],
+    reason: Annotated[str, Form(max_length=500)],
+    case_ref: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    try:
+        amount = int(amount_minor.strip())
+    except ValueError:
+        raise InvalidInput("amount_minor: a whole number of minor units (cents)", field="amount_minor") from None
+    try:
+        body = AdjustmentCreate.model_validate(
+            {
+                "adjustment_id": adjustment_id,
+                "amount_minor": amount,
+                "currency": currency,
+                "reason": reason,
+                "case_ref": case_ref.strip() or None,
+            }
+        )
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    await actions.request_adjustment(bo, op, player_id, body)
+    return redirect(f"/players/{player_id}")
+
+
+async def _decide(
+    bo: BackOffice, op: Operator, adjustment_id: UUID, approve: bool, note: str, back: str
+) -> Response:
+    data = AdjustmentDecision(note=note.strip() or None)
+    if approve:
+        adj = await actions.approve_adjustment(bo, op, adjustment_id, data)
+    else:
+        adj = await actions.reject_adjustment(bo, op, adjustment_id, data)
+    return redirect("/adjustments" if back == "queue" else f"/players/{adj.player_id}")
+
+
+Back = Annotated[Literal["player", "queue"], Form()]
+NoteField = Annotated[str, Form(max_length=500)]
+
+
+@router.post("/adjustments/{adjustment_id}/approve")
+async def approve_adjustment(
+    adjustment_id: UUID,
+    op: Annotated[Operator, Require("payment.adjust.approve")],
+    bo: BO,
+    note: NoteField = "",
+    back: Back = "player",
+) -> Response:
+    return await _decide(bo, op, adjustment_id, True, note, back)
+
+
+@router.post("/adjustments/{adjustment_id}/reject")
+async def reject_adjustment(
+    adjustment_id: UUID,
+    op: Annotated[Operator, Require("payment.adjust.approve")],
+    bo: BO,
+    note: NoteField = "",
+    back: Back = "player",
+) -> Response:
+    return await _decide(bo, op, adjustment_id, False, note, back)
+
+
+@router.get("/adjustments", response_class=HTMLResponse)
+async def adjustments_queue(request: Request, op: Annotated[Operator, Require("payment.read")], bo: BO) -> Response:
+    return page(
+        request,
+        bo,
+        "adjustments.html",
+        op,
+        section="adjustments",
+        pending=await actions.pending_adjustments(bo, op),
+        can_approve=_can(bo, op, "payment.adjust.approve"),
+        me_id=op.id,
+    )

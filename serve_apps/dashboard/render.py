@@ -26,6 +26,7 @@ env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoesca
 NAV = (
     ("home", "Home", "/", "dashboard.view"),
     ("players", "Players", "/players", "player.read"),
+    ("adjustments", "Adjustments", "/adjustments", "payment.read"),
     ("operators", "Operators", "/operators", "operator.read"),
     ("roles", "Roles", "/roles", "role.read"),
     ("api-keys", "API keys", "/api-keys", "apikey.read"),

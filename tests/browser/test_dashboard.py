@@ -182,3 +182,34 @@ async def test_an_identity_without_a_pitboss_group_is_refused(browser: Browser, 
     response = await page.goto(f"{DASHBOARD}/")
     assert response is not None and re.search(r"/dashboard/login$", page.url)
     await page.context.close()
+
+
+async def test_a_payments_operator_requests_a_large_adjustment_and_a_supervisor_approves_it(
+    browser: Browser, ops: Operators
+) -> None:
+    player_id, _ = await register_player()
+    _, username, password = await ops.create(["payments_operator"], brands=["demo"])
+    page, _ = await login(browser, username, password)
+    await page.goto(f"{DASHBOARD}/players/{player_id}")
+    await page.fill("#amount_minor", "250000")
+    await page.fill("#adj_reason", "deposit charged twice by the PSP")
+    await page.fill("#case_ref", "PSP-7781")
+    await page.click("button:has-text('Request adjustment')")
+    await page.wait_for_url(re.compile(rf".*/dashboard/players/{player_id}$"))
+    row = page.locator("[data-testid=adjustments] tr[data-adjustment]")
+    assert await row.count() == 1
+    assert (await row.locator("[data-testid=adjustment-status]").text_content() or "").startswith("pending_approval")
+    assert await row.locator("button:has-text('Approve')").count() == 0  # not the requester's to approve
+    await page.context.close()
+
+    _, username, password = await ops.create(["supervisor"], brands=["demo"])
+    page, _ = await login(browser, username, password)
+    await page.goto(f"{DASHBOARD}/adjustments")
+    assert await page.locator(f"[data-testid=pending-adjustments] a[href$='{player_id}']").count() == 1
+    await page.goto(f"{DASHBOARD}/players/{player_id}")
+    await page.locator("[data-testid=adjustments] button:has-text('Approve')").click()
+    await page.wait_for_url(re.compile(rf".*/dashboard/players/{player_id}$"))
+    status = page.locator("[data-testid=adjustments] [data-testid=adjustment-status]")
+    assert (await status.text_content() or "").startswith("approved")
+    assert username in (await page.locator("[data-testid=adjustments] tr[data-adjustment]").text_content() or "")
+    await page.context.close()
