@@ -9,13 +9,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 from adapters.settings import Settings
-from schemas.events import PAYLOADS
+from schemas.events import PAYLOADS, PitbossEvent
 
 PLATFORM_TYPES = tuple(PAYLOADS)
 
@@ -68,3 +70,42 @@ async def dead_letter(
         ),
         routing_key=dlq_name(settings),
     )
+
+
+PUBLISH_TIMEOUT = 5.0
+
+
+class EventPublisher:
+    """One publisher-confirms channel on the events exchange, opened on first use and reopened
+    after a failure. A publish returns once the broker has the message."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._lock = asyncio.Lock()
+
+    async def _open(self) -> aio_pika.abc.AbstractExchange:
+        async with self._lock:
+            if self._exchange is None or self._connection is None or self._connection.is_closed:
+                connection = await aio_pika.connect_robust(self.settings.rabbitmq_url, timeout=PUBLISH_TIMEOUT)
+                channel = await connection.channel(publisher_confirms=True)
+                self._exchange = await channel.declare_exchange(
+                    self.settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+                )
+                self._connection = connection
+            return self._exchange
+
+    async def publish(self, event: PitbossEvent) -> None:
+        try:
+            exchange = await self._open()
+            await asyncio.wait_for(
+                publish(exchange, event.type, event.model_dump_json().encode(), str(event.event_id)),
+                timeout=PUBLISH_TIMEOUT,
+            )
+        except BaseException:
+            connection, self._connection, self._exchange = self._connection, None, None
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            raise

@@ -3,21 +3,12 @@ each checks the policy on the resource it touches, does the work, and audits it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import weakref
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-import aio_pika
-
-from adapters import rabbit
-from adapters.cassandra.adjustments import AdjustmentStore
-from adapters.settings import Settings
 from domain import adjustments as adjustment_rules
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, PitbossError
 from domain.player import AnyCommand
@@ -376,67 +367,11 @@ async def export_audit(bo: BackOffice, op: Operator, start: datetime, end: datet
 
 
 # --- manual payment adjustments (four eyes) ----------------------------------------------
-# The store and the bus connection are made per replica on first use: the BackOffice runtime
-# is shared with every other use case and needs neither until someone adjusts.
 
 _log = logging.getLogger("pitboss.adjustments")
 ADJUST = "payment.adjust"
 APPROVE = "payment.adjust.approve"
 _PUBLISH_TIMEOUT = 5.0
-
-
-class _Bus:
-    """One publisher-confirms channel on the events exchange, opened on first use and reopened
-    after a failure. A publish returns once the broker has the message."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
-        self._exchange: aio_pika.abc.AbstractExchange | None = None
-        self._lock = asyncio.Lock()
-
-    async def _open(self) -> aio_pika.abc.AbstractExchange:
-        async with self._lock:
-            if self._exchange is None or self._connection is None or self._connection.is_closed:
-                connection = await aio_pika.connect_robust(self.settings.rabbitmq_url, timeout=_PUBLISH_TIMEOUT)
-                channel = await connection.channel(publisher_confirms=True)
-                self._exchange = await channel.declare_exchange(
-                    self.settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-                )
-                self._connection = connection
-            return self._exchange
-
-    async def publish(self, event: PitbossEvent) -> None:
-        try:
-            exchange = await self._open()
-            await asyncio.wait_for(
-                rabbit.publish(exchange, event.type, event.model_dump_json().encode(), str(event.event_id)),
-                timeout=_PUBLISH_TIMEOUT,
-            )
-        except BaseException:
-            connection, self._connection, self._exchange = self._connection, None, None
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    await connection.close()
-            raise
-
-
-@dataclass(slots=True)
-class _Adjustments:
-    store: AdjustmentStore
-    bus: _Bus
-
-
-_adjustments_of: weakref.WeakKeyDictionary[BackOffice, _Adjustments] = weakref.WeakKeyDictionary()
-
-
-async def _adjustments(bo: BackOffice) -> _Adjustments:
-    found = _adjustments_of.get(bo)
-    if found is None:
-        # Preparing statements blocks on Cassandra: not on the event loop.
-        store = await asyncio.to_thread(AdjustmentStore, bo.session)
-        found = _adjustments_of.setdefault(bo, _Adjustments(store, _Bus(bo.settings)))
-    return found
 
 
 def _now_ms() -> datetime:
@@ -462,7 +397,7 @@ def _adj_dump(adj: AdjustmentPublic) -> dict[str, Any]:
     return adj.model_dump(mode="json")
 
 
-async def _publish_if_due(bo: BackOffice, rt: _Adjustments, adj: AdjustmentPublic) -> AdjustmentPublic:
+async def _publish_if_due(bo: BackOffice, adj: AdjustmentPublic) -> AdjustmentPublic:
     """Publishes an approved adjustment's event unless the broker already confirmed it, then
     marks it published. A failure leaves it unpublished (the approval stands): the next
     approve, reject, list or queue call that sees it publishes it again. At least once; the
@@ -479,11 +414,12 @@ async def _publish_if_due(bo: BackOffice, rt: _Adjustments, adj: AdjustmentPubli
         payload=adjustment_rules.approved_payload(adj).model_dump(mode="json"),
     )
     try:
-        await rt.bus.publish(event)
-        return await rt.store.mark_published(adj, _now_ms())
+        await bo.bus.publish(event)
+        return await bo.adjustments.mark_published(adj, _now_ms())
     except Exception:
-        _log.warning("adjustment %s approved but its event is not published yet; retried later",
-                     adj.adjustment_id, exc_info=True)
+        _log.warning(
+            "adjustment %s approved but its event is not published yet; retried later", adj.adjustment_id, exc_info=True
+        )
         return adj
 
 
@@ -496,7 +432,6 @@ async def request_adjustment(
     state, player = await _player_resource(bo, player_id)
     resource = _payment(player, data.adjustment_id, op.id, data.amount_minor)
     decision = await authorize(bo, op, ADJUST, resource)
-    rt = await _adjustments(bo)
 
     async def failed(reason: str) -> None:
         await auditing.record(
@@ -526,12 +461,12 @@ async def request_adjustment(
     except PitbossError as exc:
         await failed(exc.detail)
         raise
-    stored, created = await rt.store.create(adj)
+    stored, created = await bo.adjustments.create(adj)
     if not created:
         if not adjustment_rules.same_request(stored, data, player_id, op.id):
             await failed("adjustment_id already used for a different adjustment")
             raise Conflict("adjustment_id already used for a different adjustment", field="adjustment_id")
-        return await _publish_if_due(bo, rt, stored), False
+        return await _publish_if_due(bo, stored), False
     await auditing.record(
         bo,
         op,
@@ -542,15 +477,14 @@ async def request_adjustment(
         after=_adj_dump(stored),
         reason=decision.reason,
     )
-    return await _publish_if_due(bo, rt, stored), True
+    return await _publish_if_due(bo, stored), True
 
 
 async def _decide_adjustment(
     bo: BackOffice, op: Operator, adjustment_id: UUID, approve: bool, note: str | None
 ) -> AdjustmentPublic:
     action = APPROVE if approve else "payment.adjust.reject"
-    rt = await _adjustments(bo)
-    adj = await rt.store.get(adjustment_id)
+    adj = await bo.adjustments.get(adjustment_id)
     _, player = await _player_resource(bo, adj.player_id)
 
     async def refused(outcome: Outcome, reason: str) -> None:
@@ -576,13 +510,13 @@ async def _decide_adjustment(
         decided = adjustment_rules.decide(adj, approve=approve, by=op.id, by_name=op.name, note=note, now=_now_ms())
     except PitbossError as exc:
         await refused("denied" if isinstance(exc, Forbidden) else "failed", exc.detail)
-        await _publish_if_due(bo, rt, adj)
+        await _publish_if_due(bo, adj)
         raise
-    current = await rt.store.decide(decided)
+    current = await bo.adjustments.decide(decided)
     if current is not None:
         reason = f"decided meanwhile: the adjustment is already {current.status}"
         await refused("failed", reason)
-        await _publish_if_due(bo, rt, current)
+        await _publish_if_due(bo, current)
         raise Conflict(reason, field="status", extra={"current_status": current.status})
     await auditing.record(
         bo,
@@ -595,7 +529,7 @@ async def _decide_adjustment(
         after=_adj_dump(decided),
         reason=decision.reason,
     )
-    return await _publish_if_due(bo, rt, decided)
+    return await _publish_if_due(bo, decided)
 
 
 async def approve_adjustment(
@@ -614,21 +548,19 @@ async def player_adjustments(bo: BackOffice, op: Operator, player_id: UUID, limi
     """The player's adjustments, newest first (any approved one still unpublished is sent)."""
     _, player = await _player_resource(bo, player_id)
     await authorize(bo, op, "payment.read", player)
-    rt = await _adjustments(bo)
-    return [await _publish_if_due(bo, rt, a) for a in await rt.store.of_player(player_id, limit)]
+    return [await _publish_if_due(bo, a) for a in await bo.adjustments.of_player(player_id, limit)]
 
 
 async def pending_adjustments(bo: BackOffice, op: Operator) -> list[AdjustmentPublic]:
     """The approvers' queue, oldest first, within the operator's brands and jurisdictions.
     Walking the open adjustments also finishes the approved ones whose event is unpublished and
     drops index rows of adjustments decided meanwhile."""
-    rt = await _adjustments(bo)
     out: list[AdjustmentPublic] = []
-    for adj in await rt.store.open():
+    for adj in await bo.adjustments.open():
         if adjustment_rules.needs_publishing(adj):
-            await _publish_if_due(bo, rt, adj)
+            await _publish_if_due(bo, adj)
         elif adj.status != PENDING:
-            await rt.store.close(adj)
+            await bo.adjustments.close(adj)
         elif bo.policy.allowed(
             op.subject, "payment.read", Resource(kind="payment", brand=adj.brand, jurisdiction=adj.jurisdiction)
         ):

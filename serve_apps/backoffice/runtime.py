@@ -8,11 +8,13 @@ import redis.asyncio as aioredis
 
 from actors.audit import AuditClient
 from actors.router import PlayerRouter
+from adapters.cassandra.adjustments import AdjustmentStore
 from adapters.cassandra.apikeys import ApiKeyStore
 from adapters.cassandra.session import aexecute, connect
 from adapters.cassandra.vip import VipAssignments
 from adapters.oidc import OidcRegistry
 from adapters.policy_file import get_engine
+from adapters.rabbit import EventPublisher
 from adapters.settings import Settings, get_settings
 from domain.policy import PolicyEngine
 from serve_apps.backoffice.identity import IdentityService
@@ -30,6 +32,9 @@ class BackOffice:
         self.keys = ApiKeyStore(self.session)
         self.vip = VipAssignments(self.session)
         self.players = PlayerRouter(self.settings) if with_players else None
+        self.adjustments = AdjustmentStore(self.session)
+        # Pitboss's own back-office decisions (approved adjustments) go on the bus from here.
+        self.bus = EventPublisher(self.settings)
 
     async def start(self) -> None:
         await self.identity.bootstrap_admin()

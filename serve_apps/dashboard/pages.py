@@ -426,9 +426,7 @@ async def request_adjustment(
     return redirect(f"/players/{player_id}")
 
 
-async def _decide(
-    bo: BackOffice, op: Operator, adjustment_id: UUID, approve: bool, note: str, back: str
-) -> Response:
+async def _decide(bo: BackOffice, op: Operator, adjustment_id: UUID, approve: bool, note: str, back: str) -> Response:
     data = AdjustmentDecision(note=note.strip() or None)
     if approve:
         adj = await actions.approve_adjustment(bo, op, adjustment_id, data)
