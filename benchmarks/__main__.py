@@ -24,10 +24,10 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
-from benchmarks import audit, authorize, ingest, memory, policy, recovery
+from benchmarks import audit, authorize, ingest, memory, policy, recovery, sla
 from benchmarks.common import Report, Target
 
-NAMES = ("ingest", "authorize", "memory", "recovery", "policy", "audit")
+NAMES = ("ingest", "authorize", "memory", "recovery", "policy", "audit", "sla")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -76,6 +76,7 @@ def jobs(args: argparse.Namespace, target: Target) -> dict[str, Callable[[], Awa
         "audit": lambda: audit.run(target, audit.AuditOptions(
             entries=args.audit_entries, callers=args.audit_callers, seconds=args.audit_seconds,
             keep=args.audit_keep)),
+        "sla": lambda: sla.run(target, sla.SlaOptions()),
     }
 
 
