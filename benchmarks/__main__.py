@@ -24,10 +24,10 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
-from benchmarks import audit, authorize, ingest, memory, policy, recovery, sla
+from benchmarks import audit, authorize, ingest, kb, memory, policy, recovery, sla
 from benchmarks.common import Report, Target
 
-NAMES = ("ingest", "authorize", "memory", "recovery", "policy", "audit", "sla")
+NAMES = ("ingest", "authorize", "memory", "recovery", "policy", "audit", "sla", "kb")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -77,6 +77,7 @@ def jobs(args: argparse.Namespace, target: Target) -> dict[str, Callable[[], Awa
             entries=args.audit_entries, callers=args.audit_callers, seconds=args.audit_seconds,
             keep=args.audit_keep)),
         "sla": lambda: sla.run(target, sla.SlaOptions()),
+        "kb": lambda: kb.run(target, kb.KbOptions()),
     }
 
 

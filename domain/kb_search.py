@@ -61,8 +61,8 @@ _WORD = re.compile(r"[^\W_]+")
 # Letters NFKD leaves alone, folded as a reader of those languages would type them on a US keyboard.
 _SPECIAL_1 = {"ø": "o", "ł": "l", "đ": "d", "ħ": "h", "\u0131": "i", "ŧ": "t", "ð": "d"}
 _SPECIAL_N = str.maketrans({"æ": "ae", "œ": "oe", "þ": "th", **_SPECIAL_1})
-# One-for-one fold table, ASCII upper case up front, other characters added as they are met.
-_FOLD1: dict[int, str] = {c: chr(c + 32) for c in range(ord("A"), ord("Z") + 1)}
+# One-for-one fold of the non-ASCII characters met so far (after str.lower()).
+_FOLD1: dict[str, str] = {}
 
 
 def _fold_char(c: str) -> str:
@@ -79,10 +79,18 @@ def _fold_char(c: str) -> str:
 
 def fold_text(text: str) -> str:
     """Lowercase and strip accents, one character for one (offsets are preserved)."""
-    missing = [c for c in set(text) if ord(c) > 127 and ord(c) not in _FOLD1]
-    for c in missing:
-        _FOLD1[ord(c)] = _fold_char(c)
-    return text.translate(_FOLD1)
+    # str.lower() keeps the length of everything but U+0130 (it becomes "i" + a combining dot);
+    # then each distinct non-ASCII character is replaced in one C-speed pass.
+    folded = text.replace("\u0130", "I").lower()
+    if folded.isascii():
+        return folded
+    for c in [c for c in set(folded) if c > "\x7f"]:
+        f = _FOLD1.get(c)
+        if f is None:
+            f = _FOLD1[c] = _fold_char(c)
+        if f != c:
+            folded = folded.replace(c, f)
+    return folded if len(folded) == len(text) else text.lower() if len(text.lower()) == len(text) else text
 
 
 def _fold_word(word: str) -> str:
@@ -172,26 +180,28 @@ def analyse(text: str, language: str) -> list[str]:
     return [t for t in (analyzer.term(w) for w in words(text)) if t is not None]
 
 
-_MARKDOWN: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^\s*(```|~~~).*$", re.M), " "),  # code fences (the code itself stays searchable)
-    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # images: their alt text
-    (re.compile(r"\[([^\]]*)\]\([^)]*\)"), r"\1"),  # links: their text
-    (re.compile(r"^\s{0,3}\[[^\]]+\]:\s*\S.*$", re.M), " "),  # reference definitions
-    (re.compile(r"</?[A-Za-z!][^<>\n]{0,300}>"), " "),  # HTML tags and autolinks
-    (re.compile(r"^\s{0,3}(?:[-*_]\s*){3,}$", re.M), " "),  # rules
-    (re.compile(r"^\s{0,3}(?:#{1,6}|>+|[-*+]|\d{1,9}[.)])[ \t]+", re.M), ""),  # headings, quotes, lists
-    (re.compile(r"\\([\\`*_{}\[\]()#+\-.!|>~])"), r"\1"),  # escapes
-    (re.compile(r"[*`~]+|(?<![^\W_])_+|_+(?![^\W_])"), ""),  # emphasis, code spans
-    (re.compile(r"\|"), " "),  # tables
-    (re.compile(r"\s+"), " "),
+# (characters that must be present for the rule to apply, pattern, replacement): a rule is
+# skipped when none of its characters is in the text (most bodies are mostly prose).
+_MARKDOWN: list[tuple[str, re.Pattern[str], str]] = [
+    ("`~", re.compile(r"^\s*(```|~~~).*$", re.M), " "),  # code fences (the code itself stays searchable)
+    ("[", re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*\)"), r"\1"),  # links and images: their text
+    ("[", re.compile(r"^\s{0,3}\[[^\]]+\]:\s*\S.*$", re.M), " "),  # reference definitions
+    ("<", re.compile(r"</?[A-Za-z!][^<>\n]{0,300}>"), " "),  # HTML tags and autolinks
+    ("-*_", re.compile(r"^\s{0,3}(?:[-*_]\s*){3,}$", re.M), " "),  # rules
+    ("#>-*+.)", re.compile(r"^\s{0,3}(?:#{1,6}|>+|[-*+]|\d{1,9}[.)])[ \t]+", re.M), ""),  # headings, lists
+    ("\\", re.compile(r"\\([\\`*_{}\[\]()#+\-.!|>~])"), r"\1"),  # escapes
+    ("*`~", re.compile(r"[*`~]+"), ""),  # emphasis, code spans
+    ("_", re.compile(r"(?<![^\W_])_+|_+(?![^\W_])"), ""),  # emphasis with _ (not snake_case)
+    ("|", re.compile(r"\|"), " "),  # tables
 ]
 
 
 def strip_markdown(text: str) -> str:
     """Plain text of a Markdown body, whitespace collapsed: what is indexed and shown in snippets."""
-    for pattern, repl in _MARKDOWN:
-        text = pattern.sub(repl, text)
-    return unicodedata.normalize("NFC", text.strip())
+    for trigger, pattern, repl in _MARKDOWN:
+        if any(c in text for c in trigger):
+            text = pattern.sub(repl, text)
+    return unicodedata.normalize("NFC", " ".join(text.split()))
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -222,22 +232,14 @@ class _Postings:
 
     def __init__(self) -> None:
         self.slots = array("i")
-        self.tf = (array("H"), array("H"), array("H"))
+        self.tf = array("H")  # title, tags, body of each posting in turn (two arrays a term: the vocabulary is large)
         self.df = 0  # live documents only
         self.snapshot: tuple[Ids, NDArray[np.float32]] | None = None
 
-    def add(self, slot: int, title: int, tags: int, body: int) -> None:
-        self.slots.append(slot)
-        self.tf[0].append(min(title, 65535))
-        self.tf[1].append(min(tags, 65535))
-        self.tf[2].append(min(body, 65535))
-        self.snapshot = None
-
     def arrays(self) -> tuple[Ids, NDArray[np.float32]]:
+        """Slots and a (3, n) float tf matrix; rebuilt after the postings changed."""
         if self.snapshot is None:
-            tf = np.empty((3, len(self.slots)), np.float32)
-            for f in range(3):
-                tf[f] = np.frombuffer(self.tf[f], np.uint16)
+            tf = np.frombuffer(self.tf, np.uint16).reshape(-1, 3).T.astype(np.float32)
             self.snapshot = (np.frombuffer(self.slots, np.int32).copy(), tf)
         return self.snapshot
 
@@ -324,13 +326,17 @@ class _Shard:
         body_seq = self._index_ids(words(text))
         fields = (title_seq[title_seq >= 0], tags_ids, body_seq[body_seq >= 0])
         uniq = np.unique(np.concatenate(fields))
-        counts = [np.bincount(np.searchsorted(uniq, f), minlength=len(uniq)).tolist() for f in fields]
+        counts = np.minimum(
+            np.stack([np.bincount(np.searchsorted(uniq, f), minlength=len(uniq)) for f in fields], axis=1), 65535)
         slot = self.n_slots
         self._grow(slot + 1)
-        for tid, t, g, b in zip(uniq.tolist(), *counts, strict=True):
-            p = self.postings[tid]
-            p.add(slot, t, g, b)
+        postings = self.postings
+        for tid, tf in zip(uniq.tolist(), counts.tolist(), strict=True):
+            p = postings[tid]
+            p.slots.append(slot)
+            p.tf.extend(tf)
             p.df += 1
+            p.snapshot = None
         self.docs.append(_Stored(doc.article_id, doc.version, doc.title, doc.category, doc.status, text,
                                  title_seq, tags_ids, body_seq))
         self.alive[slot] = True
@@ -379,15 +385,11 @@ class _Shard:
         for p in self.postings:
             slots = np.frombuffer(p.slots, np.int32)
             keep = alive[slots]
-            if keep.all():
-                new_slots = remap[slots]
-                tfs = [np.frombuffer(p.tf[f], np.uint16) for f in range(3)]
-            else:
-                new_slots = remap[slots[keep]]
-                tfs = [np.frombuffer(p.tf[f], np.uint16)[keep] for f in range(3)]
+            tf = np.frombuffer(p.tf, np.uint16).reshape(-1, 3)[keep]
+            new_slots = remap[slots[keep]]
             del slots
             p.slots = array("i", new_slots.astype(np.int32).tobytes())
-            p.tf = (array("H", tfs[0].tobytes()), array("H", tfs[1].tobytes()), array("H", tfs[2].tobytes()))
+            p.tf = array("H", tf.tobytes())
             p.snapshot = None
         self.docs = [d for d in self.docs if d is not None]
         m = len(self.docs)
@@ -481,7 +483,25 @@ class _Shard:
         stored = self.docs[slot]
         assert stored is not None
         text = stored.text
-        spans = [m.span() for m in islice(self._surface_regex(tids).finditer(fold_text(text)), 1000)] if tids else []
+        seq = stored.body_seq
+        positions: NDArray[np.intp] = np.empty(0, np.intp)
+        if tids and seq.size:
+            found = seq == tids[0]
+            for t in tids[1:]:
+                found |= seq == t
+            positions = np.flatnonzero(found)
+        spans: list[tuple[int, int]] = []
+        if positions.size:
+            # Scanning a long body for the matches costs more than the search: find the densest
+            # run of matching words in the term sequence, and scan only around where it should be
+            # (by average word length), the whole body if the guess misses.
+            chars_per_word = len(text) / seq.size
+            run = max(4, int(width / chars_per_word))
+            best = int(np.argmax(np.searchsorted(positions, positions + run) - np.arange(positions.size)))
+            guess = int(positions[best] * chars_per_word)
+            spans = self._spans(text, tids, guess - 600, guess + 600 + width)
+            if not spans:
+                spans = self._spans(text, tids, 0, len(text))
         if not spans:
             return html.escape(text[:width]) + ("…" if len(text) > width else "")
         # The window (starting a little before a match) holding the most matches.
@@ -514,6 +534,14 @@ class _Shard:
         if end < len(text):
             out.append("…")
         return "".join(out)
+
+    def _spans(self, text: str, tids: Sequence[int], lo: int, hi: int) -> list[tuple[int, int]]:
+        """Where the words of `tids` are in text[lo:hi] (widened to whole words)."""
+        lo = 0 if lo <= 0 else text.rfind(" ", 0, lo) + 1
+        end = text.find(" ", hi) if hi < len(text) else -1
+        hi = len(text) if end < 0 else end
+        rx = self._surface_regex(tids)
+        return [(a + lo, b + lo) for a, b in (m.span() for m in islice(rx.finditer(fold_text(text[lo:hi])), 1000))]
 
     def _surface_regex(self, tids: Sequence[int]) -> re.Pattern[str]:
         key = tuple(sorted(set(tids)))
