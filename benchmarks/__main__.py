@@ -24,10 +24,10 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
-from benchmarks import audit, authorize, churn, ingest, kb, memory, policy, recovery, sla
+from benchmarks import audit, authorize, churn, ingest, kb, memory, policy, recovery, segments, sla
 from benchmarks.common import Report, Target
 
-NAMES = ("ingest", "authorize", "memory", "recovery", "policy", "audit", "sla", "kb", "churn")
+NAMES = ("ingest", "authorize", "memory", "recovery", "policy", "audit", "sla", "kb", "churn", "segments")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -79,6 +79,7 @@ def jobs(args: argparse.Namespace, target: Target) -> dict[str, Callable[[], Awa
         "sla": lambda: sla.run(target, sla.SlaOptions()),
         "kb": lambda: kb.run(target, kb.KbOptions()),
         "churn": lambda: churn.run(target, churn.ChurnOptions()),
+        "segments": lambda: segments.run(target, segments.SegmentsOptions(players=players(1_000_000))),
     }
 
 
