@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -32,8 +33,12 @@ class Target:
     ray_address: str | None
 
     @staticmethod
-    def from_env(api_url: str | None = None, api_key: str | None = None, rabbitmq_url: str | None = None,
-                 ray_address: str | None = None) -> Target:
+    def from_env(
+        api_url: str | None = None,
+        api_key: str | None = None,
+        rabbitmq_url: str | None = None,
+        ray_address: str | None = None,
+    ) -> Target:
         env = os.environ
         return Target(
             api_url=(api_url or env.get("PITBOSS_API_URL") or DEFAULT_API_URL).rstrip("/"),
@@ -85,8 +90,14 @@ class Api:
         assert self._session is not None, "use `async with Api(...)`"
         return self._session
 
-    async def send(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-                   timeout: float | None = None) -> tuple[int, Any]:
+    async def send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, Any]:
         """(status, parsed JSON body or text); a failed exchange raises one of TransportErrors."""
         kwargs: dict[str, Any] = {"json": body, "headers": headers}
         if timeout is not None:
@@ -160,8 +171,9 @@ class ApiError(RuntimeError):
 RETRY_STATUSES = (429, 502, 503, 504)
 
 
-async def call(api: Api, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-               attempts: int = 8) -> Any:
+async def call(
+    api: Api, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, attempts: int = 8
+) -> Any:
     """An idempotent API call, retried while the stack is busy or restarting."""
     delay = 0.2
     for attempt in range(attempts):
@@ -180,8 +192,9 @@ async def call(api: Api, method: str, path: str, body: Any = None, headers: dict
     raise AssertionError("unreachable")
 
 
-async def bounded(jobs: Iterable[Awaitable[Any]], concurrency: int,
-                  progress: Callable[[int], None] | None = None) -> list[Any]:
+async def bounded(
+    jobs: Iterable[Awaitable[Any]], concurrency: int, progress: Callable[[int], None] | None = None
+) -> list[Any]:
     gate = asyncio.Semaphore(concurrency)
     done = 0
 
@@ -197,8 +210,9 @@ async def bounded(jobs: Iterable[Awaitable[Any]], concurrency: int,
     return await asyncio.gather(*(one(j) for j in jobs))
 
 
-async def register_players(api: Api, count: int, concurrency: int = 64,
-                           currency: str = "EUR", country: str = "MT") -> tuple[list[str], float]:
+async def register_players(
+    api: Api, count: int, concurrency: int = 64, currency: str = "EUR", country: str = "MT"
+) -> tuple[list[str], float]:
     """Register `count` fresh players; returns their ids and the registrations per second."""
     ids = [str(uuid.uuid4()) for _ in range(count)]
     step = max(1, count // 10)
@@ -209,8 +223,11 @@ async def register_players(api: Api, count: int, concurrency: int = 64,
             rate = done / max(time.perf_counter() - started, 1e-9)
             say(f"registered {done}/{count} players ({rate:.0f}/s)")
 
-    await bounded((call(api, "POST", "/players", {"player_id": pid, "currency": currency, "country": country})
-                   for pid in ids), concurrency, progress)
+    await bounded(
+        (call(api, "POST", "/players", {"player_id": pid, "currency": currency, "country": country}) for pid in ids),
+        concurrency,
+        progress,
+    )
     return ids, count / max(time.perf_counter() - started, 1e-9)
 
 
@@ -228,8 +245,11 @@ async def metric_samples(api: Api) -> list[tuple[str, dict[str, str], float]]:
     status, text = await api.send("GET", "/metrics", timeout=10.0)
     if status != 200:
         raise ApiError(f"/metrics answered {status}")
-    return [(s.name, dict(s.labels), float(s.value))
-            for fam in text_string_to_metric_families(str(text)) for s in fam.samples]
+    return [
+        (s.name, dict(s.labels), float(s.value))
+        for fam in text_string_to_metric_families(str(text))
+        for s in fam.samples
+    ]
 
 
 def metric_sum(samples: Iterable[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
@@ -255,14 +275,17 @@ async def shards(api: Api, target: Target) -> list[ShardInfo]:
     """
     body = await healthz(api)
     detail: dict[str, Any] = body.get("checks", {}).get("shards", {}).get("detail") or {}
-    found = [ShardInfo(int(k), int(v.get("active", 0)), v.get("pid")) for k, v in sorted(detail.items(),
-                                                                                       key=lambda kv: int(kv[0]))]
+    found = [
+        ShardInfo(int(k), int(v.get("active", 0)), v.get("pid"))
+        for k, v in sorted(detail.items(), key=lambda kv: int(kv[0]))
+    ]
     if found and all(s.pid is not None for s in found):
         return found
     if target.ray_address is None:
         return found
-    stats = await asyncio.get_running_loop().run_in_executor(None, ray_shard_stats, target.ray_address,
-                                                             len(found) or None)
+    stats = await asyncio.get_running_loop().run_in_executor(
+        None, ray_shard_stats, target.ray_address, len(found) or None
+    )
     return [ShardInfo(int(s["index"]), int(s["active"]), int(s["pid"])) for s in stats]
 
 
@@ -331,6 +354,17 @@ def is_shard_process(pid: int) -> bool:
 
 
 def no_shard_pids_note() -> str:
-    return ("shard pids unknown: /healthz does not report them and no Ray address was given "
-            "(pass --ray-address or set PITBOSS_RAY_ADDRESS, plus RAY_AUTH_MODE/RAY_AUTH_TOKEN_PATH "
-            "if the cluster uses token auth)")
+    return (
+        "shard pids unknown: /healthz does not report them and no Ray address was given "
+        "(pass --ray-address or set PITBOSS_RAY_ADDRESS, plus RAY_AUTH_MODE/RAY_AUTH_TOKEN_PATH "
+        "if the cluster uses token auth)"
+    )
+
+
+def host_note() -> str:
+    """What else shaped a wall-clock figure: the load on the machine and the interpreter."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"load average {load:.1f} on {os.cpu_count()} CPUs (wall-clock figures include waiting for a CPU); "
+        f"Python {sys.version.split()[0]}"
+    )

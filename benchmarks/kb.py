@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import random
 import sys
 import time
@@ -28,17 +27,51 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from benchmarks.common import Report, Target, percentile
+from benchmarks.common import Report, Target, host_note, percentile
 from domain.kb_search import STOP_WORDS, KbIndex
 from schemas.kb import ArticleDoc, SearchQuery
 
 TARGET_P99_MS = 20.0
 LANGUAGES = ["en", "de", "es", "it", "sv", "mt"]
-CATEGORIES = ["payments", "withdrawals", "bonuses", "kyc", "account", "security", "responsible-gambling",
-              "games", "sports", "technical"]
+CATEGORIES = [
+    "payments",
+    "withdrawals",
+    "bonuses",
+    "kyc",
+    "account",
+    "security",
+    "responsible-gambling",
+    "games",
+    "sports",
+    "technical",
+]
 SHARED = ["kyc", "2fa", "p1", "bonus", "casino", "iban", "sepa", "visa", "paypal", "rtp", "slots", "poker", "eur"]
-SYLLABLES = ["ka", "lo", "mi", "ne", "ta", "ri", "su", "ve", "do", "ba", "ge", "pu", "zo", "fi", "an", "el", "or",
-             "st", "tr", "qu", "sch", "ll", "ch", "nd"]
+SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ne",
+    "ta",
+    "ri",
+    "su",
+    "ve",
+    "do",
+    "ba",
+    "ge",
+    "pu",
+    "zo",
+    "fi",
+    "an",
+    "el",
+    "or",
+    "st",
+    "tr",
+    "qu",
+    "sch",
+    "ll",
+    "ch",
+    "nd",
+]
 ACCENTS = {"a": "á", "e": "é", "o": "ö", "u": "ü", "i": "í"}
 
 
@@ -93,11 +126,19 @@ def _corpus(opts: KbOptions) -> tuple[list[ArticleDoc], dict[str, _Language]]:
         for i in range(60, len(body_words), rng.randint(60, 120)):
             body_words[i] = "\n\n## " + body_words[i].capitalize() if rng.random() < 0.2 else "\n\n" + body_words[i]
         title = " ".join(gen.draw(nrng, rng.randint(3, 10), 0.2)).capitalize()
-        docs.append(ArticleDoc(
-            article_id=uuid.UUID(int=rng.getrandbits(128)), version=rng.randint(1, 5), language=lang,
-            category=rng.choice(CATEGORIES), title=title[:200], body=" ".join(body_words),
-            tags=list(dict.fromkeys(gen.draw(nrng, rng.randint(0, 4)))),
-            status="draft" if rng.random() < 0.2 else "published", updated_at=now))
+        docs.append(
+            ArticleDoc(
+                article_id=uuid.UUID(int=rng.getrandbits(128)),
+                version=rng.randint(1, 5),
+                language=lang,
+                category=rng.choice(CATEGORIES),
+                title=title[:200],
+                body=" ".join(body_words),
+                tags=list(dict.fromkeys(gen.draw(nrng, rng.randint(0, 4)))),
+                status="draft" if rng.random() < 0.2 else "published",
+                updated_at=now,
+            )
+        )
     return docs, langs
 
 
@@ -116,11 +157,17 @@ def _queries(opts: KbOptions, docs: list[ArticleDoc], langs: dict[str, _Language
             q = " ".join(langs[lang].draw(nrng, rng.randint(1, 5), 0.1))
         if prefix and len(q) > 3:
             q = q[: -rng.randint(1, min(3, len(q) - 2))]
-        out.append(SearchQuery(
-            q=q[:500], language=lang if rng.random() < 0.4 else None,
-            category=rng.choice(CATEGORIES) if rng.random() < 0.2 else None,
-            audience="public" if rng.random() < 0.5 else "agent", limit=rng.choice((5, 10, 10, 20)),
-            offset=rng.choice((0, 0, 0, 10)), prefix=prefix))
+        out.append(
+            SearchQuery(
+                q=q[:500],
+                language=lang if rng.random() < 0.4 else None,
+                category=rng.choice(CATEGORIES) if rng.random() < 0.2 else None,
+                audience="public" if rng.random() < 0.5 else "agent",
+                limit=rng.choice((5, 10, 10, 20)),
+                offset=rng.choice((0, 0, 0, 10)),
+                prefix=prefix,
+            )
+        )
     return out
 
 
@@ -136,8 +183,11 @@ def _rss_kib() -> int:
 
 
 def measure(opts: KbOptions) -> Report:
-    report = Report("kb", f"{opts.articles:,} articles, {len(LANGUAGES)} languages, {len(CATEGORIES)} categories, "
-                          f"{opts.queries:,} queries, {opts.tickets} tickets")
+    report = Report(
+        "kb",
+        f"{opts.articles:,} articles, {len(LANGUAGES)} languages, {len(CATEGORIES)} categories, "
+        f"{opts.queries:,} queries, {opts.tickets} tickets",
+    )
     t0 = time.perf_counter()
     docs, langs = _corpus(opts)
     generated = time.perf_counter() - t0
@@ -170,8 +220,15 @@ def measure(opts: KbOptions) -> Report:
         cpu.append(cpu_clock() - c)
         samples.append(ns)
         hits += len(found)
-        kind = "prefix" if q.prefix else "filtered" if q.language or q.category else \
-            "public" if q.audience == "public" else "plain"
+        kind = (
+            "prefix"
+            if q.prefix
+            else "filtered"
+            if q.language or q.category
+            else "public"
+            if q.audience == "public"
+            else "plain"
+        )
         kinds[kind].append(ns)
     samples.sort()
     cpu.sort()
@@ -206,22 +263,23 @@ def measure(opts: KbOptions) -> Report:
     for kind, values in kinds.items():
         if values:
             values.sort()
-            report.add(f"  {kind} ({len(values)}) p50 / p99",
-                       f"{ms(percentile(values, 50))} / {ms(percentile(values, 99))}")
+            report.add(
+                f"  {kind} ({len(values)}) p50 / p99", f"{ms(percentile(values, 50))} / {ms(percentile(values, 99))}"
+            )
     report.add("suggest p50 / p99", f"{ms(percentile(suggest, 50))} / {ms(percentile(suggest, 99))}")
     report.add("index build", f"{build:.1f} s ({len(docs) / build:,.0f} articles/s)")
     report.add("upsert of a new version (index warm)", f"{upsert_ms:.2f} ms")
     report.add("index memory (RSS delta)", f"{(rss_after - rss_before) / 1024:,.0f} MiB")
-    report.notes.append(f"corpus: {body_words:,} body words ({body_words / len(docs):,.0f} per article), "
-                        f"generated in {generated:.1f}s; {stats.terms:,} terms, {stats.postings:,} postings, "
-                        f"{stats.published:,} published")
-    report.notes.append(f"mean hits per query: {hits / len(queries):.1f}; after the churn: "
-                        f"{idx.stats().dead_slots} dead slots, {idx.stats().compactions} compactions")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    report.notes.append(f"load average {load:.1f} on {os.cpu_count()} CPUs: wall-clock figures include "
-                        "waiting for a CPU")
-    report.notes.append(f"Python {sys.version.split()[0]}, numpy {np.__version__}, GC on; one core; "
-                        "memory includes the stored plain-text bodies")
+    report.notes.append(
+        f"corpus: {body_words:,} body words ({body_words / len(docs):,.0f} per article), "
+        f"generated in {generated:.1f}s; {stats.terms:,} terms, {stats.postings:,} postings, "
+        f"{stats.published:,} published"
+    )
+    report.notes.append(
+        f"mean hits per query: {hits / len(queries):.1f}; after the churn: "
+        f"{idx.stats().dead_slots} dead slots, {idx.stats().compactions} compactions"
+    )
+    report.notes.append(f"{host_note()}, numpy {np.__version__}, one core")
     return report
 
 
