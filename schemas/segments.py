@@ -174,4 +174,4 @@ AnyOf.model_rebuild()
 Not.model_rebuild()
 
 
-RULE: TypeAdapter[Rule] = TypeAdapter(Rule)  # type: ignore[arg-type]  # an Annotated union
+RULE: TypeAdapter[Rule] = TypeAdapter(Rule)  # an Annotated union
