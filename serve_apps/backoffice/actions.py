@@ -487,7 +487,7 @@ async def _decide_adjustment(
     adj = await bo.adjustments.get(adjustment_id)
     _, player = await _player_resource(bo, adj.player_id)
 
-    async def refused(outcome: Outcome, reason: str) -> None:
+    async def audit(outcome: Outcome, reason: str, after: AdjustmentPublic | None = None) -> None:
         await auditing.record(
             bo,
             op,
@@ -496,6 +496,7 @@ async def _decide_adjustment(
             target_id=str(adjustment_id),
             brand=adj.brand,
             before=_adj_dump(adj),
+            after=_adj_dump(after) if after else None,
             outcome=outcome,
             reason=reason,
         )
@@ -504,31 +505,21 @@ async def _decide_adjustment(
     resource = _payment(player, adjustment_id, adj.requested_by, adj.amount_minor)
     decision = bo.policy.decide(op.subject, APPROVE, resource)
     if not decision.allowed:
-        await refused("denied", decision.reason)
+        await audit("denied", decision.reason)
         raise Forbidden(decision.reason, extra={"permission": APPROVE})
     try:
         decided = adjustment_rules.decide(adj, approve=approve, by=op.id, by_name=op.name, note=note, now=_now_ms())
     except PitbossError as exc:
-        await refused("denied" if isinstance(exc, Forbidden) else "failed", exc.detail)
+        await audit("denied" if isinstance(exc, Forbidden) else "failed", exc.detail)
         await _publish_if_due(bo, adj)
         raise
     current = await bo.adjustments.decide(decided)
     if current is not None:
         reason = f"decided meanwhile: the adjustment is already {current.status}"
-        await refused("failed", reason)
+        await audit("failed", reason)
         await _publish_if_due(bo, current)
         raise Conflict(reason, field="status", extra={"current_status": current.status})
-    await auditing.record(
-        bo,
-        op,
-        action,
-        target_kind="payment",
-        target_id=str(adjustment_id),
-        brand=adj.brand,
-        before=_adj_dump(adj),
-        after=_adj_dump(decided),
-        reason=decision.reason,
-    )
+    await audit("succeeded", decision.reason, decided)
     return await _publish_if_due(bo, decided)
 
 
