@@ -264,7 +264,14 @@ def test_html_to_text_drops_scripts_styles_and_shows_link_targets() -> None:
 
 
 @given(st.text(max_size=300))
-def test_html_to_text_never_raises_and_never_keeps_a_script(text: str) -> None:
+def test_html_to_text_never_raises(text: str) -> None:
+    assert isinstance(html_to_text(f"<div>{text}<script>secret()</script></div>"), str)
+
+
+# Text without "<" leaves the script a real element. (After a stray "<?" a browser, like this
+# parser, ends a bogus comment at the next ">" and shows the script's body as text.)
+@given(st.text(alphabet=st.characters(blacklist_characters="<"), max_size=300))
+def test_html_to_text_never_keeps_a_script_element(text: str) -> None:
     out = html_to_text(f"<div>{text}<script>secret()</script></div>")
     assert "secret()" not in out or "secret()" in text
 
