@@ -31,8 +31,11 @@ def brute_auc(scores: list[float], y: list[bool]) -> float:
 # ---------------------------------------------------------------------------- AUC
 
 
-@given(st.lists(st.tuples(st.integers(0, 6).map(lambda i: i / 4) | st.floats(-1e6, 1e6), st.booleans()),
-                min_size=2, max_size=60).filter(lambda r: 0 < sum(t for _, t in r) < len(r)))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 6).map(lambda i: i / 4) | st.floats(-1e6, 1e6), st.booleans()), min_size=2, max_size=60
+    ).filter(lambda r: 0 < sum(t for _, t in r) < len(r))
+)
 def test_auc_equals_the_pairwise_count(rows: list[tuple[float, bool]]) -> None:
     scores, y = [s for s, _ in rows], [t for _, t in rows]
     assert auc(np.array(scores), np.array(y)) == brute_auc(scores, y)  # exactly, ties included
@@ -47,8 +50,9 @@ def test_auc_fixed_points() -> None:
 
 @given(st.lists(st.floats(-10, 10), min_size=4, max_size=40), st.data())
 def test_auc_is_symmetric_under_reversal(scores: list[float], data: st.DataObject) -> None:
-    y = data.draw(st.lists(st.booleans(), min_size=len(scores), max_size=len(scores))
-                  .filter(lambda v: 0 < sum(v) < len(v)))
+    y = data.draw(
+        st.lists(st.booleans(), min_size=len(scores), max_size=len(scores)).filter(lambda v: 0 < sum(v) < len(v))
+    )
     s, t = np.array(scores), np.array(y)
     assert auc(s, t) + auc(-s, t) == pytest.approx(1.0, abs=1e-12)
 
@@ -70,8 +74,13 @@ def hand_history(rows: list[str], money: int = 0) -> History:
     grid = np.array([[c != "." for c in r] for r in rows])
     dep = np.array([[c == "$" for c in r] for r in rows])
     ids = churn_ids(len(rows))
-    return History(player_ids=ids, sessions=grid.astype(np.int16), bets=(grid * 3).astype(np.int32),
-                   deposits=(dep * 5000).astype(np.int64), net_loss=(grid * money).astype(np.int64))
+    return History(
+        player_ids=ids,
+        sessions=grid.astype(np.int16),
+        bets=(grid * 3).astype(np.int32),
+        deposits=(dep * 5000).astype(np.int64),
+        net_loss=(grid * money).astype(np.int64),
+    )
 
 
 def churn_ids(n: int) -> list[uuid.UUID]:
@@ -80,12 +89,14 @@ def churn_ids(n: int) -> list[uuid.UUID]:
 
 def test_labels_and_population_follow_the_definitions() -> None:
     # 31 feature days then a 30-day horizon (the cutoff is day 31 in a 61-day history).
-    h = hand_history([
-        "s" + "." * 30 + "." * 30,  # last seen 31 days before the cutoff: not at risk; churned
-        "." * 30 + "s" + "." * 30,  # seen the day before the cutoff, then gone: churned
-        "." * 30 + "s" + "." * 29 + "s",  # back on the last day of the horizon: retained
-        "." * 31 + "s" + "." * 29,  # back on the cutoff day itself: retained
-    ])
+    h = hand_history(
+        [
+            "s" + "." * 30 + "." * 30,  # last seen 31 days before the cutoff: not at risk; churned
+            "." * 30 + "s" + "." * 30,  # seen the day before the cutoff, then gone: churned
+            "." * 30 + "s" + "." * 29 + "s",  # back on the last day of the horizon: retained
+            "." * 31 + "s" + "." * 29,  # back on the cutoff day itself: retained
+        ]
+    )
     assert labels(h, 31).tolist() == [True, True, False, False]
     assert at_risk(h, 31).tolist() == [False, True, True, False]
 
@@ -113,8 +124,13 @@ def test_history_and_cutoff_are_validated() -> None:
         labels(h, 20)  # needs 30 days after it
     assert e.value.field == "cutoff"
     with pytest.raises(InvalidInput) as e:
-        History(player_ids=churn_ids(1), sessions=np.zeros((1, 5), np.int16), bets=np.zeros((1, 5), np.int16),
-                deposits=np.zeros((1, 5)), net_loss=np.zeros((1, 5), np.int64))  # type: ignore[arg-type]
+        History(
+            player_ids=churn_ids(1),
+            sessions=np.zeros((1, 5), np.int16),
+            bets=np.zeros((1, 5), np.int16),
+            deposits=np.zeros((1, 5)),  # type: ignore[arg-type]  # floats on purpose
+            net_loss=np.zeros((1, 5), np.int64),
+        )
     assert e.value.field == "deposits"  # floats: money is integer minor units
 
 
@@ -198,16 +214,20 @@ def test_model_round_trips_through_its_json_dict() -> None:
     assert len(json.dumps(data)) < 4000
 
 
-@pytest.mark.parametrize(("mutate", "field"), [
-    (lambda d: d.pop("coefficients"), "coefficients"),
-    (lambda d: d.update(format=99), "format"),
-    (lambda d: d.update(means=d["means"][:-1]), "coefficients"),
-    (lambda d: d.update(trained_at="2026-03-01T00:00:00"), "trained_at"),
-    (lambda d: d.update(intercept="nan"), "coefficients"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d.pop("coefficients"), "coefficients"),
+        (lambda d: d.update(format=99), "format"),
+        (lambda d: d.update(means=d["means"][:-1]), "coefficients"),
+        (lambda d: d.update(trained_at="2026-03-01T00:00:00"), "trained_at"),
+        (lambda d: d.update(intercept="nan"), "coefficients"),
+    ],
+)
 def test_malformed_model_dicts_are_refused(mutate: Any, field: str) -> None:
-    data = train(np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 1, 0, 1]), trained_at=T0,
-                 feature_names=("x",)).to_dict()
+    data = train(
+        np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 1, 0, 1]), trained_at=T0, feature_names=("x",)
+    ).to_dict()
     mutate(data)
     with pytest.raises(InvalidInput) as e:
         Model.from_dict(data)
