@@ -9,14 +9,14 @@ from fastapi import APIRouter, Request, Response
 from domain.errors import PitbossError
 from schemas.operators import CodeRequest, LoginRequest, PasswordChange
 from serve_apps.backoffice import actions, auditing
-from serve_apps.backoffice.auditing import Anonymous
 from serve_apps.backoffice.deps import (
     BO,
     Operator,
     Public,
     Require,
+    anonymous,
+    check_csrf,
     clear_session_cookie,
-    client_ip,
     operator_of,
     session_id,
     session_info,
@@ -28,19 +28,13 @@ from serve_apps.backoffice.runtime import BackOffice
 router = APIRouter(prefix="/auth", tags=["authentication"])
 
 
-def _who(request: Request, name: str) -> Anonymous:
-    return Anonymous(
-        name, client_ip(request), request.headers.get("user-agent"), getattr(request.state, "request_id", None)
-    )
-
-
 def _answer(info: SessionInfo, **extra: Any) -> dict[str, Any]:
     return {"stage": info.stage, "csrf_token": info.csrf, "operator": info.operator.model_dump(mode="json"), **extra}
 
 
 async def login_password(bo: BackOffice, request: Request, body: LoginRequest) -> SessionInfo:
     """Shared with the dashboard's login form."""
-    who = _who(request, body.username)
+    who = anonymous(request, body.username)
     try:
         info = await bo.identity.login_password(body.username, body.password, who.ip, who.user_agent)
     except PitbossError as exc:
@@ -49,11 +43,11 @@ async def login_password(bo: BackOffice, request: Request, body: LoginRequest) -
     return info
 
 
-async def second_factor(bo: BackOffice, request: Request, code: str) -> SessionInfo:
-    pending = await session_info(request, bo, stages=("mfa",))
+async def second_factor(bo: BackOffice, request: Request, pending: SessionInfo, code: str) -> SessionInfo:
+    """Shared with the dashboard; `pending` is the session at its "mfa" stage."""
     who = operator_of(request, pending)
     try:
-        info = await bo.identity.verify_code(session_id(request, bo) or "", code, who.ip)
+        info = await bo.identity.verify_code(pending.sid, code, who.ip)
     except PitbossError as exc:
         await auditing.record(
             bo, who, "auth.second_factor", target_kind="operator", target_id=who.id, outcome="denied", reason=exc.detail
@@ -72,7 +66,8 @@ async def login(body: LoginRequest, request: Request, response: Response, bo: BO
 
 @router.post("/2fa/verify", summary="TOTP or recovery code; completes the login")
 async def verify(body: CodeRequest, request: Request, response: Response, bo: BO, _: None = Public) -> dict[str, Any]:
-    info = await second_factor(bo, request, body.code)
+    pending = await session_info(request, bo, stages=("mfa",))
+    info = await second_factor(bo, request, pending, body.code)
     set_session_cookie(response, bo, info.sid)
     return _answer(info)
 
@@ -87,11 +82,13 @@ async def enrol(request: Request, bo: BO, _: None = Public) -> dict[str, Any]:
     return {"secret": e.secret, "otpauth_uri": e.otpauth_uri, "qr_svg": e.qr_svg}
 
 
-async def confirm_enrolment(bo: BackOffice, request: Request, code: str) -> tuple[SessionInfo, list[str]]:
-    pending = await session_info(request, bo, stages=("enrol",))
+async def confirm_enrolment(
+    bo: BackOffice, request: Request, pending: SessionInfo, code: str
+) -> tuple[SessionInfo, list[str]]:
+    """Shared with the dashboard; `pending` is the session at its "enrol" stage."""
     who = operator_of(request, pending)
     try:
-        info, codes = await bo.identity.confirm_enrolment(session_id(request, bo) or "", code)
+        info, codes = await bo.identity.confirm_enrolment(pending.sid, code)
     except PitbossError as exc:
         await auditing.record(
             bo, who, "mfa.enrol", target_kind="operator", target_id=who.id, outcome="denied", reason=exc.detail
@@ -105,22 +102,26 @@ async def confirm_enrolment(bo: BackOffice, request: Request, code: str) -> tupl
 async def enrol_confirm(
     body: CodeRequest, request: Request, response: Response, bo: BO, _: None = Public
 ) -> dict[str, Any]:
-    info, codes = await confirm_enrolment(bo, request, body.code)
+    pending = await session_info(request, bo, stages=("enrol",))
+    info, codes = await confirm_enrolment(bo, request, pending, body.code)
     set_session_cookie(response, bo, info.sid)
     return _answer(info, recovery_codes=codes)
 
 
-@router.post("/logout", status_code=204, summary="End this session")
-async def logout(request: Request, response: Response, bo: BO, _: None = Public) -> Response:
+async def end_session(bo: BackOffice, request: Request) -> None:
+    """Log out the session of the cookie, if any (at any stage); shared with the dashboard."""
     sid = session_id(request, bo)
-    if sid:
-        info = await bo.identity.session(sid)
-        if info is not None:
-            await session_info(request, bo, stages=("mfa", "enrol", "full"))
-            await bo.identity.logout(sid)
-            await auditing.record(
-                bo, operator_of(request, info), "auth.logout", target_kind="session", target_id=info.handle
-            )
+    info = await bo.identity.session(sid) if sid else None
+    if info is None:
+        return
+    await check_csrf(request, bo, info)
+    await bo.identity.logout(info.sid)
+    await auditing.record(bo, operator_of(request, info), "auth.logout", target_kind="session", target_id=info.handle)
+
+
+@router.post("/logout", status_code=204, summary="End this session")
+async def logout(request: Request, bo: BO, _: None = Public) -> Response:
+    await end_session(bo, request)
     out = Response(status_code=204)
     clear_session_cookie(out, bo)
     return out

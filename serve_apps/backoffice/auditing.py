@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import uuid4
 
 from schemas.audit import AuditRecord
@@ -14,17 +14,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pitboss.audit")
 Outcome = Literal["succeeded", "denied", "failed"]
-
-
-class Actor(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-
-    ip: str | None
-    user_agent: str | None
-    request_id: str | None
 
 
 class Anonymous:

@@ -19,6 +19,7 @@ from domain.identity import client_address
 from domain.policy import Decision, Resource, Subject
 from serve_apps.access import Public, mark_permission
 from serve_apps.backoffice import auditing
+from serve_apps.backoffice.auditing import Anonymous
 from serve_apps.backoffice.identity import SessionInfo
 from serve_apps.backoffice.runtime import BackOffice
 
@@ -141,14 +142,23 @@ async def session_info(request: Request, bo: BackOffice, *, stages: tuple[str, .
     return info
 
 
-def operator_of(request: Request, info: SessionInfo) -> Operator:
-    return Operator(
-        session=info,
-        subject=subject_of(info),
-        ip=client_ip(request),
-        user_agent=(request.headers.get("user-agent") or "")[:300] or None,
-        request_id=getattr(request.state, "request_id", None),
+def _origin(request: Request) -> tuple[str | None, str | None, str | None]:
+    """(address, user agent, request id) of a request, as the audit record keeps them."""
+    return (
+        client_ip(request),
+        (request.headers.get("user-agent") or "")[:300] or None,
+        getattr(request.state, "request_id", None),
     )
+
+
+def operator_of(request: Request, info: SessionInfo) -> Operator:
+    ip, user_agent, request_id = _origin(request)
+    return Operator(session=info, subject=subject_of(info), ip=ip, user_agent=user_agent, request_id=request_id)
+
+
+def anonymous(request: Request, name: str) -> Anonymous:
+    """Someone not signed in (a login attempt, an SSO callback), for the audit record."""
+    return Anonymous(name, *_origin(request))
 
 
 async def _refused(

@@ -9,14 +9,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from domain.errors import PitbossError, Unauthorized
 from schemas.operators import LoginRequest
-from serve_apps.admin.routes_auth import confirm_enrolment, login_password, second_factor
+from serve_apps.admin.routes_auth import confirm_enrolment, end_session, login_password, second_factor
 from serve_apps.backoffice import auditing
-from serve_apps.backoffice.auditing import Anonymous
 from serve_apps.backoffice.deps import (
     BO,
     Public,
+    anonymous,
     clear_session_cookie,
-    client_ip,
     operator_of,
     session_id,
     session_info,
@@ -74,7 +73,7 @@ async def code_form(request: Request, bo: BO, _: None = Public) -> Response:
 async def code(request: Request, bo: BO, code: Code, _: None = Public) -> Response:
     pending = await session_info(request, bo, stages=("mfa",))
     try:
-        info = await second_factor(bo, request, code.strip())
+        info = await second_factor(bo, request, pending, code.strip())
     except PitbossError as exc:
         if isinstance(exc, Unauthorized) and await bo.identity.session(session_id(request, bo) or "") is None:
             raise
@@ -95,7 +94,7 @@ async def enrol_form(request: Request, bo: BO, _: None = Public) -> Response:
 async def enrol(request: Request, bo: BO, code: Code, _: None = Public) -> Response:
     pending = await session_info(request, bo, stages=("enrol",))
     try:
-        info, codes = await confirm_enrolment(bo, request, code.strip())
+        info, codes = await confirm_enrolment(bo, request, pending, code.strip())
     except PitbossError as exc:
         e = await bo.identity.begin_enrolment(session_id(request, bo) or "")
         return page(
@@ -115,14 +114,7 @@ async def enrol(request: Request, bo: BO, code: Code, _: None = Public) -> Respo
 
 @router.post("/logout")
 async def logout(request: Request, bo: BO, _: None = Public) -> Response:
-    sid = session_id(request, bo)
-    info = await bo.identity.session(sid) if sid else None
-    if info is not None:
-        await session_info(request, bo, stages=("mfa", "enrol", "full"))
-        await bo.identity.logout(sid or "")
-        await auditing.record(
-            bo, operator_of(request, info), "auth.logout", target_kind="session", target_id=info.handle
-        )
+    await end_session(bo, request)
     response = redirect("/login")
     clear_session_cookie(response, bo)
     return response
@@ -144,12 +136,7 @@ async def sso_callback(
     error: Annotated[str | None, Query(max_length=200)] = None,
     _: None = Public,
 ) -> Response:
-    who = Anonymous(
-        f"sso:{provider}",
-        client_ip(request),
-        request.headers.get("user-agent"),
-        getattr(request.state, "request_id", None),
-    )
+    who = anonymous(request, f"sso:{provider}")
     try:
         if error and state:
             await bo.oidc.cancel(provider, state)
