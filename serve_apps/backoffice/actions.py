@@ -46,6 +46,20 @@ def _check_roles(bo: BackOffice, roles: list[str] | None) -> None:
         raise InvalidInput(f"unknown roles: {', '.join(unknown)}", field="roles")
 
 
+async def _audit_change(
+    bo: BackOffice, op: Operator, action: str, before: OperatorPublic, after: OperatorPublic
+) -> None:
+    await auditing.record(
+        bo,
+        op,
+        action,
+        target_kind="operator",
+        target_id=str(after.operator_id),
+        before=_dump(before),
+        after=_dump(after),
+    )
+
+
 def operator_resource(target: UUID) -> Resource:
     return Resource(kind="operator", id=str(target), owner=str(target))
 
@@ -84,30 +98,14 @@ async def update_operator(bo: BackOffice, op: Operator, target: UUID, data: Oper
     if data.jurisdictions is not None:
         _within(data.jurisdictions, op.subject.jurisdictions, "jurisdictions")
     before, after = await bo.identity.update_operator(target, data)
-    await auditing.record(
-        bo,
-        op,
-        "operator.update",
-        target_kind="operator",
-        target_id=str(target),
-        before=_dump(before),
-        after=_dump(after),
-    )
+    await _audit_change(bo, op, "operator.update", before, after)
     return after
 
 
 async def set_disabled(bo: BackOffice, op: Operator, target: UUID, disabled: bool) -> OperatorPublic:
     await authorize(bo, op, "operator.disable", operator_resource(target))
     before, after = await bo.identity.set_disabled(target, disabled)
-    await auditing.record(
-        bo,
-        op,
-        "operator.disable" if disabled else "operator.enable",
-        target_kind="operator",
-        target_id=str(target),
-        before=_dump(before),
-        after=_dump(after),
-    )
+    await _audit_change(bo, op, "operator.disable" if disabled else "operator.enable", before, after)
     return after
 
 
@@ -115,15 +113,7 @@ async def reset_operator(bo: BackOffice, op: Operator, target: UUID) -> tuple[Op
     await authorize(bo, op, "operator.reset", operator_resource(target))
     before = await bo.identity.get_operator(target)
     after, password = await bo.identity.reset_operator(target)
-    await auditing.record(
-        bo,
-        op,
-        "operator.reset",
-        target_kind="operator",
-        target_id=str(target),
-        before=_dump(before),
-        after=_dump(after),
-    )
+    await _audit_change(bo, op, "operator.reset", before, after)
     return after, password
 
 
