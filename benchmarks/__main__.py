@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
 from benchmarks import audit, authorize, churn, ingest, kb, memory, policy, recovery, segments, sla
-from benchmarks.common import Report, Target
+from benchmarks.common import Report, Target, offline
 
 NAMES = ("ingest", "authorize", "memory", "recovery", "policy", "audit", "sla", "kb", "churn", "segments")
 
@@ -37,8 +37,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--api-key", help="brand API key (PITBOSS_API_KEY)")
     p.add_argument("--rabbitmq-url", help="RabbitMQ (PITBOSS_RABBITMQ_URL)")
     p.add_argument("--ray-address", help="Ray GCS address, to read shard pids (PITBOSS_RAY_ADDRESS, RAY_ADDRESS)")
-    p.add_argument("--players", type=int, help="players to register (default per benchmark: ingest 20000, "
-                                               "authorize 1000, memory 100000, recovery 200)")
+    p.add_argument(
+        "--players",
+        type=int,
+        help="players to register (default per benchmark: ingest 20000, authorize 1000, memory 100000, recovery 200)",
+    )
     p.add_argument("--events", type=int, default=200_000, help="ingest: events to publish")
     p.add_argument("--raw-window", type=int, default=256, help="ingest: raw driver loop requests in flight")
     p.add_argument("--publish-channels", type=int, default=4, help="ingest: AMQP channels publishing at once")
@@ -64,29 +67,49 @@ def jobs(args: argparse.Namespace, target: Target) -> dict[str, Callable[[], Awa
         return int(args.players) if args.players is not None else default
 
     return {
-        "ingest": lambda: ingest.run(target, ingest.IngestOptions(
-            players=players(20_000), events=args.events, raw_window=args.raw_window,
-            publish_channels=args.publish_channels)),
-        "authorize": lambda: authorize.run(target, authorize.AuthorizeOptions(
-            players=players(1000), connections=args.connections, closed_seconds=args.duration, rate=args.rate,
-            open_seconds=args.duration, use_wrk=not args.no_wrk, baseline=not args.no_baseline)),
+        "ingest": lambda: ingest.run(
+            target,
+            ingest.IngestOptions(
+                players=players(20_000),
+                events=args.events,
+                raw_window=args.raw_window,
+                publish_channels=args.publish_channels,
+            ),
+        ),
+        "authorize": lambda: authorize.run(
+            target,
+            authorize.AuthorizeOptions(
+                players=players(1000),
+                connections=args.connections,
+                closed_seconds=args.duration,
+                rate=args.rate,
+                open_seconds=args.duration,
+                use_wrk=not args.no_wrk,
+                baseline=not args.no_baseline,
+            ),
+        ),
         "memory": lambda: memory.run(target, memory.MemoryOptions(players=players(100_000))),
         "recovery": lambda: recovery.run(target, recovery.RecoveryOptions(players=players(200), shard=args.shard)),
-        "policy": lambda: policy.run(target, policy.PolicyOptions()),
-        "audit": lambda: audit.run(target, audit.AuditOptions(
-            entries=args.audit_entries, callers=args.audit_callers, seconds=args.audit_seconds,
-            keep=args.audit_keep)),
-        "sla": lambda: sla.run(target, sla.SlaOptions()),
-        "kb": lambda: kb.run(target, kb.KbOptions()),
-        "churn": lambda: churn.run(target, churn.ChurnOptions()),
-        "segments": lambda: segments.run(target, segments.SegmentsOptions(players=players(1_000_000))),
+        "policy": lambda: offline(policy.measure, policy.PolicyOptions()),
+        "audit": lambda: audit.run(
+            target,
+            audit.AuditOptions(
+                entries=args.audit_entries, callers=args.audit_callers, seconds=args.audit_seconds, keep=args.audit_keep
+            ),
+        ),
+        "sla": lambda: offline(sla.measure, sla.SlaOptions()),
+        "kb": lambda: offline(kb.measure, kb.KbOptions()),
+        "churn": lambda: offline(churn.measure, churn.ChurnOptions()),
+        "segments": lambda: offline(segments.measure, segments.SegmentsOptions(players=players(1_000_000))),
     }
 
 
 async def main_async(args: argparse.Namespace) -> int:
     target = Target.from_env(args.api_url, args.api_key, args.rabbitmq_url, args.ray_address)
-    print(f"target: {target.api_url}  rabbitmq: {target.rabbitmq_url.split('@')[-1]}  "
-          f"ray: {target.ray_address or '-'}", flush=True)
+    print(
+        f"target: {target.api_url}  rabbitmq: {target.rabbitmq_url.split('@')[-1]}  ray: {target.ray_address or '-'}",
+        flush=True,
+    )
     table = jobs(args, target)
     reports: list[Report] = []
     failed = 0

@@ -108,27 +108,50 @@ def closed_loop_wrk(ep: Endpoint, players: Sequence[str], connections: int, seco
         players_file = f.name
     try:
         threads = max(1, min(2, os.cpu_count() or 1, connections))
-        cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
-               "-s", str(LUA), ep.origin, "--", players_file, ep.api_key, ep.base_path, uuid.uuid4().hex[:12]]
+        cmd = [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(LUA),
+            ep.origin,
+            "--",
+            players_file,
+            ep.api_key,
+            ep.base_path,
+            uuid.uuid4().hex[:12],
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     finally:
         os.unlink(players_file)
     line = next(ln for ln in out.splitlines() if ln.startswith("WRKJSON "))
     r = json.loads(line.removeprefix("WRKJSON "))
     kinds = {k: r[k] for k in ("non2xx", "connect", "read", "write", "timeout") if r[k]}
-    return LoopResult("wrk", r["requests"], sum(kinds.values()), r["duration_us"] / 1e6, r["p50_us"] / 1e6,
-                      r["p99_us"] / 1e6, _kinds(Counter(kinds)))
+    return LoopResult(
+        "wrk",
+        r["requests"],
+        sum(kinds.values()),
+        r["duration_us"] / 1e6,
+        r["p50_us"] / 1e6,
+        r["p99_us"] / 1e6,
+        _kinds(Counter(kinds)),
+    )
 
 
 def _session(ep: Endpoint, connections: int, timeout: float) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
-        ep.origin, connector=aiohttp.TCPConnector(limit=connections),
-        headers={"Authorization": f"Bearer {ep.api_key}"}, timeout=aiohttp.ClientTimeout(total=timeout),
+        ep.origin,
+        connector=aiohttp.TCPConnector(limit=connections),
+        headers={"Authorization": f"Bearer {ep.api_key}"},
+        timeout=aiohttp.ClientTimeout(total=timeout),
     )
 
 
 async def _post(session: aiohttp.ClientSession, path: str, body: dict[str, object]) -> str:
-    """"" for a 200, else what went wrong (the status or the exception's name)."""
+    """ "" for a 200, else what went wrong (the status or the exception's name)."""
     try:
         async with session.post(path, json=body) as resp:
             await resp.read()
@@ -164,14 +187,22 @@ async def closed_loop_python(ep: Endpoint, players: Sequence[str], connections: 
         await asyncio.gather(*(worker() for _ in range(connections)))
         elapsed = time.perf_counter() - t0
     latencies.sort()
-    return LoopResult("python", len(latencies), sum(errors.values()), elapsed, percentile(latencies, 50),
-                      percentile(latencies, 99), _kinds(errors))
+    return LoopResult(
+        "python",
+        len(latencies),
+        sum(errors.values()),
+        elapsed,
+        percentile(latencies, 50),
+        percentile(latencies, 99),
+        _kinds(errors),
+    )
 
 
 async def closed_loop(ep: Endpoint, players: Sequence[str], opts: AuthorizeOptions) -> LoopResult:
     if opts.use_wrk and shutil.which("wrk"):
         return await asyncio.get_running_loop().run_in_executor(
-            None, closed_loop_wrk, ep, players, opts.connections, opts.closed_seconds)
+            None, closed_loop_wrk, ep, players, opts.connections, opts.closed_seconds
+        )
     return await closed_loop_python(ep, players, opts.connections, opts.closed_seconds)
 
 
@@ -186,8 +217,9 @@ async def open_loop(ep: Endpoint, players: Sequence[str], rate: float, seconds: 
     errors: Counter[str] = Counter()
     async with _session(ep, 256, 10.0) as session:
         # Open a few connections first so the first second does not measure TCP handshakes.
-        await asyncio.gather(*(_post(session, ep.path(players[i % len(players)]), _body(run_id + "w", i))
-                               for i in range(8)))
+        await asyncio.gather(
+            *(_post(session, ep.path(players[i % len(players)]), _body(run_id + "w", i)) for i in range(8))
+        )
 
         async def one(n: int, due: float) -> None:
             outcome = await _post(session, ep.path(players[n % len(players)]), _body(run_id, n))
@@ -206,8 +238,15 @@ async def open_loop(ep: Endpoint, players: Sequence[str], rate: float, seconds: 
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - t0
     latencies.sort()
-    return LoopResult("python", len(latencies), sum(errors.values()), elapsed, percentile(latencies, 50),
-                      percentile(latencies, 99), _kinds(errors))
+    return LoopResult(
+        "python",
+        len(latencies),
+        sum(errors.values()),
+        elapsed,
+        percentile(latencies, 50),
+        percentile(latencies, 99),
+        _kinds(errors),
+    )
 
 
 # ---------------------------------------------------------------------------- baseline server
@@ -222,8 +261,19 @@ def free_port() -> int:
 def spawn_baseline() -> tuple[subprocess.Popen[bytes], Endpoint]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "benchmarks.trivial_app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "benchmarks.trivial_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
         stdout=subprocess.DEVNULL,
     )
     return proc, Endpoint(f"http://127.0.0.1:{port}", "/platform/v1", "baseline")
@@ -251,26 +301,44 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 # ---------------------------------------------------------------------------- run
 
 
-def _rows(report: Report, label: str, closed: LoopResult, opened: LoopResult, targets: bool, connections: int,
-          rate: float) -> None:
-    report.add(f"{label} closed {connections} conn ({closed.tool})", f"{closed.rps:.0f} req/s",
-               f">= {TARGET_RPS:.0f} req/s" if targets else "", closed.rps >= TARGET_RPS if targets else None)
-    report.add(f"{label} closed p50 / p99", f"{ms(closed.p50)} / {ms(closed.p99)}",
-               f"p99 <= {ms(TARGET_P99_CLOSED)}" if targets else "",
-               closed.p99 <= TARGET_P99_CLOSED if targets else None)
+def _rows(
+    report: Report, label: str, closed: LoopResult, opened: LoopResult, targets: bool, connections: int, rate: float
+) -> None:
+    report.add(
+        f"{label} closed {connections} conn ({closed.tool})",
+        f"{closed.rps:.0f} req/s",
+        f">= {TARGET_RPS:.0f} req/s" if targets else "",
+        closed.rps >= TARGET_RPS if targets else None,
+    )
+    report.add(
+        f"{label} closed p50 / p99",
+        f"{ms(closed.p50)} / {ms(closed.p99)}",
+        f"p99 <= {ms(TARGET_P99_CLOSED)}" if targets else "",
+        closed.p99 <= TARGET_P99_CLOSED if targets else None,
+    )
     report.add(f"{label} open {rate:.0f}/s achieved", f"{opened.rps:.0f} req/s")
-    report.add(f"{label} open p50 / p99", f"{ms(opened.p50)} / {ms(opened.p99)}",
-               f"p99 <= {ms(TARGET_P99_OPEN)}" if targets else "",
-               opened.p99 <= TARGET_P99_OPEN if targets else None)
+    report.add(
+        f"{label} open p50 / p99",
+        f"{ms(opened.p50)} / {ms(opened.p99)}",
+        f"p99 <= {ms(TARGET_P99_OPEN)}" if targets else "",
+        opened.p99 <= TARGET_P99_OPEN if targets else None,
+    )
     errors = closed.errors + opened.errors
     kinds = "; ".join(f"{name} {r.error_kinds}" for name, r in (("closed", closed), ("open", opened)) if r.errors)
-    report.add(f"{label} errors", f"{errors} of {closed.requests + opened.requests}" + (f" ({kinds})" if kinds else ""),
-               "0" if targets else "", errors == 0 if targets else None)
+    report.add(
+        f"{label} errors",
+        f"{errors} of {closed.requests + opened.requests}" + (f" ({kinds})" if kinds else ""),
+        "0" if targets else "",
+        errors == 0 if targets else None,
+    )
 
 
 async def run(target: Target, opts: AuthorizeOptions) -> Report:
-    report = Report("authorize", f"{opts.players} players, {opts.connections} connections for "
-                                 f"{opts.closed_seconds:.0f}s, {opts.rate:.0f} req/s for {opts.open_seconds:.0f}s")
+    report = Report(
+        "authorize",
+        f"{opts.players} players, {opts.connections} connections for "
+        f"{opts.closed_seconds:.0f}s, {opts.rate:.0f} req/s for {opts.open_seconds:.0f}s",
+    )
     async with Api(target) as api:
         say(f"registering {opts.players} players")
         players, _ = await register_players(api, opts.players)
@@ -298,6 +366,8 @@ async def run(target: Target, opts: AuthorizeOptions) -> Report:
         ratio = closed.rps / b_closed.rps if b_closed.rps else math.nan
         report.add("throughput pitboss / plain uvicorn", f"{ratio:.2f}")
     if closed.tool == "python":
-        report.notes.append("closed loop driven from Python: on 2 cores the client competes with the server "
-                            "(install wrk for a fairer figure)")
+        report.notes.append(
+            "closed loop driven from Python: on 2 cores the client competes with the server "
+            "(install wrk for a fairer figure)"
+        )
     return report

@@ -14,7 +14,6 @@ ids to a 3-variant experiment with a 10 % holdout.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from benchmarks.common import Report, Target
+from benchmarks.common import Report
 from domain import churn
 from domain.ab import HOLDOUT_INDEX, assign_many
 from domain.synthetic import synthetic_history
@@ -40,8 +39,11 @@ class ChurnOptions:
 
 
 def measure(opts: ChurnOptions) -> Report:
-    report = Report("churn", f"{opts.players:,} synthetic players (90 + 30 days); scoring {opts.score_players:,}; "
-                             f"assign_many {opts.assign_players:,}")
+    report = Report(
+        "churn",
+        f"{opts.players:,} synthetic players (90 + 30 days); scoring {opts.score_players:,}; "
+        f"assign_many {opts.assign_players:,}",
+    )
     gen_s = feat_s = 0.0
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     for i, start in enumerate(range(0, opts.players, opts.chunk)):
@@ -50,8 +52,9 @@ def measure(opts: ChurnOptions) -> Report:
         gen_s += time.perf_counter() - t
         t = time.perf_counter()
         h, c = syn.history, syn.cutoff
-        parts.append((churn.features(h, c), churn.labels(h, c), churn.at_risk(h, c),
-                      churn.split(h.player_ids, 0.2, opts.seed)))
+        parts.append(
+            (churn.features(h, c), churn.labels(h, c), churn.at_risk(h, c), churn.split(h.player_ids, 0.2, opts.seed))
+        )
         feat_s += time.perf_counter() - t
     X = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
@@ -75,12 +78,20 @@ def measure(opts: ChurnOptions) -> Report:
     t = time.perf_counter()
     scores = churn.predict(model, big)
     score_s = time.perf_counter() - t
-    report.add(f"scoring {len(scores):,} feature rows", f"{score_s:.3f} s "
-                                                         f"({score_s / len(scores) * 1e9:.0f} ns/player)")
+    report.add(
+        f"scoring {len(scores):,} feature rows", f"{score_s:.3f} s ({score_s / len(scores) * 1e9:.0f} ns/player)"
+    )
 
-    ex = Experiment(experiment_key="bench-welcome", holdout_bp=1000, starts_at=datetime(2026, 1, 1, tzinfo=UTC),
-                    variants=[Variant(name="control", weight=2), Variant(name="bonus", weight=1),
-                              Variant(name="free-spins", weight=1)])
+    ex = Experiment(
+        experiment_key="bench-welcome",
+        holdout_bp=1000,
+        starts_at=datetime(2026, 1, 1, tzinfo=UTC),
+        variants=[
+            Variant(name="control", weight=2),
+            Variant(name="bonus", weight=1),
+            Variant(name="free-spins", weight=1),
+        ],
+    )
     ids = np.frombuffer(np.random.default_rng(opts.seed).bytes(16 * opts.assign_players), dtype="V16")
     t = time.perf_counter()
     got = assign_many(ex, ids)
@@ -88,17 +99,15 @@ def measure(opts: ChurnOptions) -> Report:
     per_player = assign_s / opts.assign_players * 1e9
     report.add(f"assign_many {opts.assign_players:,} players", f"{assign_s:.2f} s ({per_player:.0f} ns/player)")
     shares = [float((got == i).mean()) for i in (HOLDOUT_INDEX, 0, 1, 2)]
-    report.notes.append("assignment shares holdout/control/bonus/free-spins: "
-                        + " / ".join(f"{s:.4f}" for s in shares) + " (expected 0.1000 / 0.4500 / 0.2250 / 0.2250)")
-    report.notes.append(f"churn rate of the at-risk population {float(y[pop].mean()):.3f}; "
-                        f"model JSON {len(str(model.to_dict()))} chars")
+    report.notes.append(
+        "assignment shares holdout/control/bonus/free-spins: "
+        + " / ".join(f"{s:.4f}" for s in shares)
+        + " (expected 0.1000 / 0.4500 / 0.2250 / 0.2250)"
+    )
+    report.notes.append(
+        f"churn rate of the at-risk population {float(y[pop].mean()):.3f}; model JSON {len(str(model.to_dict()))} chars"
+    )
     return report
-
-
-async def run(target: Target | None, opts: ChurnOptions) -> Report:
-    """The benchmark entry of `python -m benchmarks`: needs no stack (the target is unused)."""
-    del target
-    return measure(opts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=d.seed)
     args = p.parse_args(argv)
     opts = ChurnOptions(args.players, args.score_players, args.assign_players, d.chunk, args.seed)
-    print(asyncio.run(run(None, opts)).render())
+    print(measure(opts).render())
     return 0
 
 

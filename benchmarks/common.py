@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -368,3 +368,11 @@ def host_note() -> str:
         f"load average {load:.1f} on {os.cpu_count()} CPUs (wall-clock figures include waiting for a CPU); "
         f"Python {sys.version.split()[0]}"
     )
+
+
+T = TypeVar("T")
+
+
+async def offline(measure: Callable[[T], Report], opts: T) -> Report:
+    """A benchmark of the engines alone (no stack), run by `python -m benchmarks` like the others."""
+    return measure(opts)

@@ -58,8 +58,9 @@ class IngestOptions:
     seed: int = 7
 
 
-def make_events(player_ids: Sequence[str], count: int, seed: int, brand: str = "demo",
-                currency: str = "EUR") -> list[tuple[str, str, bytes]]:
+def make_events(
+    player_ids: Sequence[str], count: int, seed: int, brand: str = "demo", currency: str = "EUR"
+) -> list[tuple[str, str, bytes]]:
     """(player id, routing key, body) of `count` events spread over the players: mostly bets and wins."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
@@ -69,27 +70,55 @@ def make_events(player_ids: Sequence[str], count: int, seed: int, brand: str = "
         roll = rng.random()
         at = (now - timedelta(seconds=rng.uniform(0, 3600))).isoformat(timespec="milliseconds")
         if roll < 0.70:
-            type_, payload = "game.bet", {"bet_id": f"b{i}", "amount_minor": rng.choice((10, 20, 50, 100, 200)),
-                                          "currency": currency, "game_id": "slot-golden-reef",
-                                          "game_category": "slots"}
+            type_, payload = (
+                "game.bet",
+                {
+                    "bet_id": f"b{i}",
+                    "amount_minor": rng.choice((10, 20, 50, 100, 200)),
+                    "currency": currency,
+                    "game_id": "slot-golden-reef",
+                    "game_category": "slots",
+                },
+            )
         elif roll < 0.90:
-            type_, payload = "game.win", {"bet_id": f"b{i - 1}", "amount_minor": rng.choice((20, 60, 150, 400)),
-                                          "currency": currency, "game_id": "slot-golden-reef",
-                                          "game_category": "slots"}
+            type_, payload = (
+                "game.win",
+                {
+                    "bet_id": f"b{i - 1}",
+                    "amount_minor": rng.choice((20, 60, 150, 400)),
+                    "currency": currency,
+                    "game_id": "slot-golden-reef",
+                    "game_category": "slots",
+                },
+            )
         elif roll < 0.95:
             type_, payload = "session.started", {"session_id": f"s{i}", "device": "mobile"}
         else:
-            type_, payload = "payment.deposit", {"tx_id": f"d{i}", "status": "completed",
-                                                 "amount_minor": rng.choice((1000, 2500, 5000)),
-                                                 "currency": currency, "method": "card"}
-        env = {"event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "type": type_, "occurred_at": at,
-               "player_id": pid, "brand": brand, "schema_version": 1, "payload": payload}
+            type_, payload = (
+                "payment.deposit",
+                {
+                    "tx_id": f"d{i}",
+                    "status": "completed",
+                    "amount_minor": rng.choice((1000, 2500, 5000)),
+                    "currency": currency,
+                    "method": "card",
+                },
+            )
+        env = {
+            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "type": type_,
+            "occurred_at": at,
+            "player_id": pid,
+            "brand": brand,
+            "schema_version": 1,
+            "payload": payload,
+        }
         out.append((pid, type_, json.dumps(env, separators=(",", ":")).encode()))
     return out
 
 
 async def progress_source(api: Api) -> str:
-    """"consumers" if /healthz reports the consumers' counts, else "shards" (/metrics)."""
+    """ "consumers" if /healthz reports the consumers' counts, else "shards" (/metrics)."""
     body = await healthz(api)
     return "consumers" if body.get("checks", {}).get("consumers", {}).get("detail") else "shards"
 
@@ -119,8 +148,9 @@ class Progress:
         return self.total
 
 
-async def publish_all(rabbitmq_url: str, messages: Sequence[tuple[str, str, bytes]], window: int, channels: int,
-                      started: asyncio.Event) -> float:
+async def publish_all(
+    rabbitmq_url: str, messages: Sequence[tuple[str, str, bytes]], window: int, channels: int, started: asyncio.Event
+) -> float:
     """Publish over several channels, each player's events on one channel (so in order); seconds taken."""
     import aio_pika
 
@@ -161,8 +191,9 @@ class PipelineResult:
         return self.backlog / self.drain_seconds if self.drain_seconds > 0 else 0.0
 
 
-async def measure_pipeline(api: Api, target: Target, messages: Sequence[tuple[str, str, bytes]],
-                           opts: IngestOptions) -> PipelineResult:
+async def measure_pipeline(
+    api: Api, target: Target, messages: Sequence[tuple[str, str, bytes]], opts: IngestOptions
+) -> PipelineResult:
     source = await progress_source(api)
     first = await finished_count(api, source)
     if first is None:
@@ -170,7 +201,8 @@ async def measure_pipeline(api: Api, target: Target, messages: Sequence[tuple[st
     progress = Progress(first)
     started = asyncio.Event()
     publisher = asyncio.create_task(
-        publish_all(target.rabbitmq_url, messages, opts.publish_window, opts.publish_channels, started))
+        publish_all(target.rabbitmq_url, messages, opts.publish_window, opts.publish_channels, started)
+    )
     await started.wait()
     t0 = time.perf_counter()
     done, last_change, reported = 0.0, t0, t0
@@ -249,24 +281,35 @@ async def run(target: Target, opts: IngestOptions) -> Report:
     rate = result.done / result.seconds
     say(f"raw ceiling: {len(messages)} journal INSERTs, window {opts.raw_window}")
     raw = await asyncio.get_running_loop().run_in_executor(
-        None, raw_journal_ceiling, messages, opts.players, opts.raw_window)
+        None, raw_journal_ceiling, messages, opts.players, opts.raw_window
+    )
     complete = result.done >= len(messages)
     ratio = rate / raw if raw else 0.0
     publish_rate = len(messages) / result.publish_seconds
     report.add("registration (setup)", f"{reg_rate:.0f} players/s")
     report.add(f"publish rate (confirmed, {opts.publish_channels} channels)", f"{publish_rate:.0f} events/s")
     report.add("events durable", f"{result.done:.0f}/{len(messages)} (via {result.source})", "all", complete)
-    report.add("pipeline: first publish -> all durable", f"{rate:.0f} events/s", f">= {TARGET_RATE:.0f} events/s",
-               complete and rate >= TARGET_RATE)
+    report.add(
+        "pipeline: first publish -> all durable",
+        f"{rate:.0f} events/s",
+        f">= {TARGET_RATE:.0f} events/s",
+        complete and rate >= TARGET_RATE,
+    )
     if result.backlog >= 0.1 * len(messages):
-        report.add("consumer drain of the backlog", f"{result.drain_rate:.0f} events/s "
-                                                    f"({result.backlog:.0f} queued when publishing ended)")
+        report.add(
+            "consumer drain of the backlog",
+            f"{result.drain_rate:.0f} events/s ({result.backlog:.0f} queued when publishing ended)",
+        )
     if shard_cpu is not None and result.done:
-        report.add("shard CPU per event", f"{shard_cpu / result.done * 1000:.2f} ms "
-                                          f"(all shards: {shard_cpu / result.seconds:.0%} of a core)")
+        report.add(
+            "shard CPU per event",
+            f"{shard_cpu / result.done * 1000:.2f} ms (all shards: {shard_cpu / result.seconds:.0%} of a core)",
+        )
     report.add("raw: driver loop -> journal", f"{raw:.0f} events/s")
     report.add("ratio pipeline / raw", f"{ratio:.2f}", f">= {TARGET_RATIO}", complete and ratio >= TARGET_RATIO)
     if publish_rate < rate * 1.2:
-        report.notes.append("the publisher was hardly faster than the pipeline: the pipeline figure is a lower "
-                            "bound (publisher-bound); see the drain rate if there was a backlog")
+        report.notes.append(
+            "the publisher was hardly faster than the pipeline: the pipeline figure is a lower "
+            "bound (publisher-bound); see the drain rate if there was a backlog"
+        )
     return report

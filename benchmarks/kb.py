@@ -15,7 +15,6 @@ from a body) and --tickets suggest() calls on 50-300-word tickets. Each call is 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import random
 import sys
@@ -27,7 +26,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from benchmarks.common import Report, Target, host_note, percentile
+from benchmarks.common import Report, host_note, percentile
 from domain.kb_search import STOP_WORDS, KbIndex
 from schemas.kb import ArticleDoc, SearchQuery
 
@@ -283,12 +282,6 @@ def measure(opts: KbOptions) -> Report:
     return report
 
 
-async def run(target: Target | None, opts: KbOptions) -> Report:
-    """The benchmark entry of `python -m benchmarks`: needs no stack (the target is unused)."""
-    del target
-    return measure(opts)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.kb", description=__doc__.split("\n")[0])
     defaults = KbOptions()
@@ -299,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=defaults.seed)
     args = p.parse_args(argv)
     opts = KbOptions(args.articles, args.queries, args.tickets, args.vocabulary, defaults.zipf, args.seed)
-    print(asyncio.run(run(None, opts)).render())
+    print(measure(opts).render())
     return 0
 
 

@@ -60,19 +60,25 @@ async def run(target: Target, opts: MemoryOptions) -> Report:
     report.add("active players (all shards)", f"{active_before} -> {active_after}")
     for s in after:
         report.add(f"shard {s.index} (pid {s.pid}) RSS", f"{mib(rss_bytes(s.pid or 0))}, {s.active} active")
-    report.add("shard RSS total", f"{mib(rss_before)} -> {mib(rss_after)}",
-               f"<= {mib(TARGET_RSS)} at {TARGET_PLAYERS:,} active",
-               rss_after <= TARGET_RSS if active_after >= TARGET_PLAYERS else None)
+    report.add(
+        "shard RSS total",
+        f"{mib(rss_before)} -> {mib(rss_after)}",
+        f"<= {mib(TARGET_RSS)} at {TARGET_PLAYERS:,} active",
+        rss_after <= TARGET_RSS if active_after >= TARGET_PLAYERS else None,
+    )
     report.add("RSS per activated player", f"{per_player:,.0f} bytes" if added > 0 else "n/a")
     if 0 < active_after < TARGET_PLAYERS and added > 0:
         projected = rss_after + per_player * (TARGET_PLAYERS - active_after)
-        report.add(f"projected at {TARGET_PLAYERS:,} active", mib(projected), f"<= {mib(TARGET_RSS)}",
-                   projected <= TARGET_RSS)
+        report.add(
+            f"projected at {TARGET_PLAYERS:,} active", mib(projected), f"<= {mib(TARGET_RSS)}", projected <= TARGET_RSS
+        )
         report.notes.append("projection: the measured RSS plus the per-player growth times the players missing")
     if {s.pid for s in before} != {s.pid for s in after}:
         report.notes.append("a shard process changed during the run (restarted): its RSS started from scratch")
     if added < opts.players:
-        report.notes.append(f"active players grew by {added}, not {opts.players}: the shard cap or the idle timeout "
-                            "passivated others meanwhile (the per-player figure divides by the net growth, so it "
-                            "errs high)")
+        report.notes.append(
+            f"active players grew by {added}, not {opts.players}: the shard cap or the idle timeout "
+            "passivated others meanwhile (the per-player figure divides by the net growth, so it "
+            "errs high)"
+        )
     return report

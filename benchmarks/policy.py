@@ -14,7 +14,6 @@ timer's own cost is measured and reported, not subtracted) and the whole batch i
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import sys
 import time
@@ -22,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from adapters.policy_file import load_policy
-from benchmarks.common import Report, Target, percentile
+from benchmarks.common import Report, percentile
 from domain.policy import ALL, PolicyEngine, Resource, Subject
 
 TARGET_P99_US = 200.0
@@ -30,12 +29,25 @@ BRANDS = [f"brand{i}" for i in range(12)]
 COUNTRIES = ["MT", "GB", "SE", "DE", "FI", "IE", "NL", "ES", "IT", "CA", "BR", "NZ"]
 # (permission, weight, resource kind): weights follow what the dashboard asks most.
 MIX: list[tuple[str, int, str]] = [
-    ("player.read", 40, "player"), ("player.limits.read", 10, "player"), ("player.pii.read", 5, "player"),
-    ("player.block", 2, "player"), ("payment.read", 6, "payment"), ("payment.adjust", 3, "payment"),
-    ("payment.adjust.approve", 2, "payment"), ("ticket.read", 8, "ticket"), ("ticket.write", 4, "ticket"),
-    ("session.read_own", 4, "session"), ("mfa.manage_own", 1, "session"), ("dashboard.view", 5, ""),
-    ("segment.read", 2, ""), ("campaign.write", 1, ""), ("report.read", 2, ""), ("operator.update", 1, "operator"),
-    ("audit.read", 1, ""), ("apikey.rotate", 1, ""), ("player.delete", 1, "player"),  # unknown: denied
+    ("player.read", 40, "player"),
+    ("player.limits.read", 10, "player"),
+    ("player.pii.read", 5, "player"),
+    ("player.block", 2, "player"),
+    ("payment.read", 6, "payment"),
+    ("payment.adjust", 3, "payment"),
+    ("payment.adjust.approve", 2, "payment"),
+    ("ticket.read", 8, "ticket"),
+    ("ticket.write", 4, "ticket"),
+    ("session.read_own", 4, "session"),
+    ("mfa.manage_own", 1, "session"),
+    ("dashboard.view", 5, ""),
+    ("segment.read", 2, ""),
+    ("campaign.write", 1, ""),
+    ("report.read", 2, ""),
+    ("operator.update", 1, "operator"),
+    ("audit.read", 1, ""),
+    ("apikey.rotate", 1, ""),
+    ("player.delete", 1, "player"),  # unknown: denied
 ]
 
 
@@ -62,11 +74,19 @@ def _subjects(rng: random.Random, engine: PolicyEngine, n: int) -> list[Subject]
 def _workload(opts: PolicyOptions, engine: PolicyEngine) -> list[tuple[Subject, str, Resource | None]]:
     rng = random.Random(opts.seed)
     subjects = _subjects(rng, engine, opts.operators)
-    players = [(f"p{i}", rng.choice(BRANDS), rng.choice(COUNTRIES),
-                f"op{rng.randrange(opts.operators)}" if rng.random() < 0.05 else None) for i in range(opts.players)]
+    players = [
+        (
+            f"p{i}",
+            rng.choice(BRANDS),
+            rng.choice(COUNTRIES),
+            f"op{rng.randrange(opts.operators)}" if rng.random() < 0.05 else None,
+        )
+        for i in range(opts.players)
+    ]
     weighted = [m for m in MIX for _ in range(m[1])]
-    mine = {s.operator_id: [m for m in weighted if m[0] in engine.permissions_for(s.roles)] or weighted
-            for s in subjects}
+    mine = {
+        s.operator_id: [m for m in weighted if m[0] in engine.permissions_for(s.roles)] or weighted for s in subjects
+    }
     by_brand: dict[str, list[tuple[str, str, str, str | None]]] = {}
     for p in players:
         by_brand.setdefault(p[1], []).append(p)
@@ -97,8 +117,9 @@ def _workload(opts: PolicyOptions, engine: PolicyEngine) -> list[tuple[Subject, 
 
 
 def measure(opts: PolicyOptions) -> Report:
-    report = Report("policy", f"{opts.decisions:,} decisions, default policy, {opts.operators} operators, "
-                              f"{opts.players:,} players")
+    report = Report(
+        "policy", f"{opts.decisions:,} decisions, default policy, {opts.operators} operators, {opts.players:,} players"
+    )
     started = time.perf_counter()
     policy = load_policy(None)
     loaded = time.perf_counter()
@@ -131,8 +152,16 @@ def measure(opts: PolicyOptions) -> Report:
         decide(subject, permission, resource)
     batch = time.perf_counter() - batch_start
 
-    row = {"email": "ann@example.com", "phone": "+35699123456", "first_name": "Ann", "birth_date": "1990-01-01",
-           "player_id": "p1", "brand": "brand1", "balance_minor": 1234, "tags": ["vip"]}
+    row = {
+        "email": "ann@example.com",
+        "phone": "+35699123456",
+        "first_name": "Ann",
+        "birth_date": "1990-01-01",
+        "player_id": "p1",
+        "brand": "brand1",
+        "balance_minor": 1234,
+        "tags": ["vip"],
+    }
     marketer = Subject("m1", frozenset({"marketer"}), frozenset({ALL}), frozenset({ALL}))
     mask_start = time.perf_counter()
     for _ in range(20_000):
@@ -152,18 +181,15 @@ def measure(opts: PolicyOptions) -> Report:
     report.add("mask() of an 8-field player row", f"{mask_us:.2f} us")
     report.add("load + parse default policy", f"{(loaded - started) * 1000:.1f} ms")
     report.add("compile engine", f"{(built - loaded) * 1000:.2f} ms")
-    report.notes.append(f"timer overhead per sample (included above): p50 {us(percentile(timer, 50))}, "
-                        f"p99 {us(percentile(timer, 99))}")
-    report.notes.append(f"mix: {allowed / len(work):.0%} allowed, {masked / len(work):.0%} with PII masked, "
-                        f"{second / len(work):.1%} needing a second approver")
+    report.notes.append(
+        f"timer overhead per sample (included above): p50 {us(percentile(timer, 50))}, p99 {us(percentile(timer, 99))}"
+    )
+    report.notes.append(
+        f"mix: {allowed / len(work):.0%} allowed, {masked / len(work):.0%} with PII masked, "
+        f"{second / len(work):.1%} needing a second approver"
+    )
     report.notes.append(f"Python {sys.version.split()[0]}, GC on; tail figures include GC pauses and the neighbours")
     return report
-
-
-async def run(target: Target | None, opts: PolicyOptions) -> Report:
-    """The benchmark entry of `python -m benchmarks`: needs no stack (the target is unused)."""
-    del target
-    return measure(opts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=defaults.seed)
     args = p.parse_args(argv)
     opts = PolicyOptions(args.decisions, args.operators, args.players, args.seed)
-    print(asyncio.run(run(None, opts)).render())
+    print(measure(opts).render())
     return 0
 
 

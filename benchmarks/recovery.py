@@ -138,8 +138,12 @@ async def run(target: Target, opts: RecoveryOptions) -> Report:
     held = int(view.get("holds_minor", 0))
     lost = max(0, load.acked - held)
     new_pid = after[opts.shard].pid if opts.shard < len(after) else None
-    report.add("time until GET answers 200 again", "never" if back is None else f"{back:.2f} s",
-               f"<= {TARGET_SECONDS:.0f} s", back is not None and back <= TARGET_SECONDS)
+    report.add(
+        "time until GET answers 200 again",
+        "never" if back is None else f"{back:.2f} s",
+        f"<= {TARGET_SECONDS:.0f} s",
+        back is not None and back <= TARGET_SECONDS,
+    )
     report.add("shard pid", f"{pid} -> {new_pid}")
     report.add("light-load answers", ", ".join(f"{k}: {v}" for k, v in sorted(load.statuses.items())))
     report.add("victim: acknowledged holds", f"{load.acked} minor ({acked_before_kill} before the kill)")

@@ -17,7 +17,6 @@ third of players never deposited); churn risk from a Beta by stage. The segment 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import Report, Target, host_note, percentile
+from benchmarks.common import Report, host_note, percentile
 from domain.segments import FeatureMatrix, Membership, count, evaluate, parse_rule, preview
 from schemas.features import AGE_BANDS, DEVICES, LIFECYCLE_STAGES, MAX_BYTES_PER_PLAYER
 
@@ -310,12 +309,6 @@ def measure(opts: SegmentsOptions) -> Report:
     return report
 
 
-async def run(target: Target | None, opts: SegmentsOptions) -> Report:
-    """The benchmark entry of `python -m benchmarks`: needs no stack (the target is unused)."""
-    del target
-    return measure(opts)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.segments", description=__doc__.split("\n")[0])
     d = SegmentsOptions()
@@ -324,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--changes", type=int, default=d.changes)
     p.add_argument("--seed", type=int, default=d.seed)
     args = p.parse_args(argv)
-    print(asyncio.run(run(None, SegmentsOptions(args.players, args.runs, args.changes, args.seed))).render())
+    print(measure(SegmentsOptions(args.players, args.runs, args.changes, args.seed)).render())
     return 0
 
 

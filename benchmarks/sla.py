@@ -14,7 +14,6 @@ reported, not subtracted); then one due_events() scan of all of them is timed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import sys
 import time
@@ -22,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from benchmarks.common import Report, Target, percentile
+from benchmarks.common import Report, percentile
 from domain.sla import SlaClock, SlaSubject, due_events, replay, status
 from schemas.helpdesk_sla import BusinessCalendar, SlaEvent, SlaPolicy
 
@@ -38,31 +37,53 @@ def _calendars() -> list[BusinessCalendar]:
         return [{"weekday": d, "start": s, "end": e} for d in days.split() for s, e in hours]
 
     return [
-        BusinessCalendar.model_validate({
-            "calendar_id": "malta", "time_zone": "Europe/Malta",
-            "weekly": week("mon tue wed thu fri", ("08:00", "18:00")) + week("sat", ("10:00", "14:00")),
-            "holidays": ["2024-12-25", "2025-01-01", "2025-02-10", "2025-03-19", "2025-03-31", "2025-04-18"],
-            "special_days": {"2024-12-24": [{"start": "08:00", "end": "12:00"}]}}),
-        BusinessCalendar.model_validate({
-            "calendar_id": "nyc", "time_zone": "America/New_York",
-            "weekly": week("mon tue wed thu fri", ("09:00", "17:00")),
-            "holidays": ["2025-01-01", "2025-01-20", "2025-02-17"]}),
-        BusinessCalendar.model_validate({
-            "calendar_id": "tokyo", "time_zone": "Asia/Tokyo",
-            "weekly": week("mon tue wed thu fri", ("09:00", "12:00"), ("13:00", "18:00"))}),
+        BusinessCalendar.model_validate(
+            {
+                "calendar_id": "malta",
+                "time_zone": "Europe/Malta",
+                "weekly": week("mon tue wed thu fri", ("08:00", "18:00")) + week("sat", ("10:00", "14:00")),
+                "holidays": ["2024-12-25", "2025-01-01", "2025-02-10", "2025-03-19", "2025-03-31", "2025-04-18"],
+                "special_days": {"2024-12-24": [{"start": "08:00", "end": "12:00"}]},
+            }
+        ),
+        BusinessCalendar.model_validate(
+            {
+                "calendar_id": "nyc",
+                "time_zone": "America/New_York",
+                "weekly": week("mon tue wed thu fri", ("09:00", "17:00")),
+                "holidays": ["2025-01-01", "2025-01-20", "2025-02-17"],
+            }
+        ),
+        BusinessCalendar.model_validate(
+            {
+                "calendar_id": "tokyo",
+                "time_zone": "Asia/Tokyo",
+                "weekly": week("mon tue wed thu fri", ("09:00", "12:00"), ("13:00", "18:00")),
+            }
+        ),
     ]
 
 
 def _policies() -> list[SlaPolicy]:
     def policy(pid: str, priority: str, calendar: str | None, fr: int, nr: int, res: int) -> SlaPolicy:
         where: dict[str, object] = {"calendar_id": calendar} if calendar else {"twenty_four_seven": True}
-        return SlaPolicy.model_validate({
-            "policy_id": pid, "name": pid, "priority": priority, "warn_before_minutes": 30, **where,
-            "targets": {"first_response": fr, "next_response": nr, "resolution": res}})
+        return SlaPolicy.model_validate(
+            {
+                "policy_id": pid,
+                "name": pid,
+                "priority": priority,
+                "warn_before_minutes": 30,
+                **where,
+                "targets": {"first_response": fr, "next_response": nr, "resolution": res},
+            }
+        )
 
-    return [policy("malta-p2", "P2", "malta", 120, 240, 3 * 8 * 60),
-            policy("nyc-p3", "P3", "nyc", 480, 480, 5 * 8 * 60),
-            policy("tokyo-p2", "P2", "tokyo", 60, 120, 2 * 8 * 60), policy("vip-p1", "P1", None, 15, 30, 8 * 60)]
+    return [
+        policy("malta-p2", "P2", "malta", 120, 240, 3 * 8 * 60),
+        policy("nyc-p3", "P3", "nyc", 480, 480, 5 * 8 * 60),
+        policy("tokyo-p2", "P2", "tokyo", 60, 120, 2 * 8 * 60),
+        policy("vip-p1", "P1", None, 15, 30, 8 * 60),
+    ]
 
 
 def _clock(rng: random.Random, now: datetime) -> SlaClock:
@@ -101,8 +122,7 @@ def measure(opts: SlaOptions) -> Report:
     subjects = []
     for i in range(opts.clocks):
         policy = rng.choice(policies)
-        subjects.append(SlaSubject(f"t{i}", _clock(rng, now), policy,
-                                   calendars.get(policy.calendar_id or "")))
+        subjects.append(SlaSubject(f"t{i}", _clock(rng, now), policy, calendars.get(policy.calendar_id or "")))
     built = time.perf_counter() - build
     clock = time.perf_counter_ns
     for s in subjects[:5_000]:  # warm the offset and calendar caches
@@ -132,20 +152,17 @@ def measure(opts: SlaOptions) -> Report:
     report.add("status() p99 per clock", us(percentile(samples, 99)))
     report.add("status() p99.9 per clock", us(percentile(samples, 99.9)))
     report.add("status() max", us(samples[-1]))
-    report.add(f"due_events() over {len(subjects):,} clocks", f"{scan_s:.2f} s "
-               f"({scan_s / len(subjects) * 1e6:.1f} us/clock, {len(scan.events)} events in the last minute)")
+    report.add(
+        f"due_events() over {len(subjects):,} clocks",
+        f"{scan_s:.2f} s ({scan_s / len(subjects) * 1e6:.1f} us/clock, {len(scan.events)} events in the last minute)",
+    )
     report.add("build clocks (replay events)", f"{built:.2f} s")
     report.notes.append(f"timer overhead per sample (included above): p50 {us(percentile(timer, 50))}")
     report.notes.append("target states: " + ", ".join(f"{k} {v:,}" for k, v in sorted(states.items())))
-    report.notes.append(f"Python {sys.version.split()[0]}, GC on, one core; "
-                        "tail figures include GC pauses and the neighbours")
+    report.notes.append(
+        f"Python {sys.version.split()[0]}, GC on, one core; tail figures include GC pauses and the neighbours"
+    )
     return report
-
-
-async def run(target: Target | None, opts: SlaOptions) -> Report:
-    """The benchmark entry of `python -m benchmarks`: needs no stack (the target is unused)."""
-    del target
-    return measure(opts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clocks", type=int, default=defaults.clocks)
     p.add_argument("--seed", type=int, default=defaults.seed)
     args = p.parse_args(argv)
-    print(asyncio.run(run(None, SlaOptions(args.clocks, args.seed))).render())
+    print(measure(SlaOptions(args.clocks, args.seed)).render())
     return 0
 
 

@@ -16,5 +16,10 @@ app = FastAPI(title="trivial baseline")
 
 @app.post("/platform/v1/players/{player_id}/deposits/authorize")
 async def authorize(player_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    return {"tx_id": body.get("tx_id"), "decision": "allow", "reasons": [], "remaining": {"deposit": None},
-            "limits": []}
+    return {
+        "tx_id": body.get("tx_id"),
+        "decision": "allow",
+        "reasons": [],
+        "remaining": {"deposit": None},
+        "limits": [],
+    }
