@@ -34,13 +34,6 @@ async def browser() -> AsyncIterator[Browser]:
         await b.close()
 
 
-@pytest.fixture(scope="module")
-async def ops(stack: Settings) -> AsyncIterator[Operators]:
-    o = Operators(stack)
-    yield o
-    await o.aclose()
-
-
 async def login(browser: Browser, username: str, password: str) -> tuple[Page, str]:
     """Password, then TOTP enrolment in the page; returns the page (on the dashboard) and the secret."""
     context = await browser.new_context()

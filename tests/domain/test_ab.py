@@ -37,10 +37,21 @@ N = 100_000
 SIGMAS = 6.0  # a fixed seed already makes the tests deterministic; 6 sigma keeps them honest if it changes
 
 
-def experiment(weights: list[int], holdout_bp: int = 0, key: str = "welcome-offer", salt: str | None = None,
-               ends_at: datetime | None = None) -> Experiment:
-    return Experiment(experiment_key=key, variants=[Variant(name=f"v{i}", weight=w) for i, w in enumerate(weights)],
-                      holdout_bp=holdout_bp, salt=salt, starts_at=T0, ends_at=ends_at)
+def experiment(
+    weights: list[int],
+    holdout_bp: int = 0,
+    key: str = "welcome-offer",
+    salt: str | None = None,
+    ends_at: datetime | None = None,
+) -> Experiment:
+    return Experiment(
+        experiment_key=key,
+        variants=[Variant(name=f"v{i}", weight=w) for i, w in enumerate(weights)],
+        holdout_bp=holdout_bp,
+        salt=salt,
+        starts_at=T0,
+        ends_at=ends_at,
+    )
 
 
 def drawn(weights: list[int], holdout_bp: int, salt: str | None = None) -> Experiment:
@@ -74,8 +85,12 @@ def test_bucket_is_deterministic_and_in_range(pid: uuid.UUID, key: str, salt: st
 def test_bucket_is_a_fixed_function_of_its_inputs() -> None:
     # Pinned values: a change of the encoding or hash would silently reshuffle every live experiment.
     pid = uuid.UUID("12345678-1234-4678-9234-567812345678")
-    assert [bucket(pid, "welcome-offer", None), bucket(pid, "welcome-offer", ""),
-            bucket(pid, "welcome-offer", "s1"), bucket(pid, "reactivation", None)] == [2861, 1399, 6803, 696]
+    assert [
+        bucket(pid, "welcome-offer", None),
+        bucket(pid, "welcome-offer", ""),
+        bucket(pid, "welcome-offer", "s1"),
+        bucket(pid, "reactivation", None),
+    ] == [2861, 1399, 6803, 696]
     # The documented encoding, recomputed by hand: u16 key length, key, salt flag 0, UUID bytes.
     digest = hashlib.blake2b(b"\x00\x0dwelcome-offer\x00" + pid.bytes, digest_size=8, person=b"pitboss.ab.v1")
     assert int.from_bytes(digest.digest(), "big") % BUCKETS == 2861
@@ -158,8 +173,9 @@ def test_bucket_space_is_cut_exactly(weights: list[int], holdout_bp: int) -> Non
 
 
 @given(st.uuids(), weight_lists, st.integers(0, 5000), salts)
-def test_assign_is_consistent_with_its_bucket(pid: uuid.UUID, weights: list[int], holdout_bp: int,
-                                              salt: str | None) -> None:
+def test_assign_is_consistent_with_its_bucket(
+    pid: uuid.UUID, weights: list[int], holdout_bp: int, salt: str | None
+) -> None:
     ex = drawn(weights, holdout_bp, salt)
     a = assign(ex, pid)
     assert a.bucket == bucket(pid, ex.experiment_key, salt)
@@ -169,8 +185,9 @@ def test_assign_is_consistent_with_its_bucket(pid: uuid.UUID, weights: list[int]
     assert a.variant == (HOLDOUT if idx == HOLDOUT_INDEX else ex.variants[idx].name)
 
 
-@pytest.mark.parametrize(("weights", "holdout_bp"), [([50, 50], 0), ([1, 1, 2], 1000), ([90, 5, 3, 2], 500),
-                                                     ([7, 13, 29, 51], 5000)])
+@pytest.mark.parametrize(
+    ("weights", "holdout_bp"), [([50, 50], 0), ([1, 1, 2], 1000), ([90, 5, 3, 2], 500), ([7, 13, 29, 51], 5000)]
+)
 def test_assignments_match_weights_within_statistical_bounds(weights: list[int], holdout_bp: int) -> None:
     ex = experiment(weights, holdout_bp, key=f"weights-{len(weights)}-{holdout_bp}")
     got = assign_many(ex, random_ids(N, 4))
@@ -204,7 +221,9 @@ def test_weight_change_moves_only_players_between_old_and_new_bounds() -> None:
 
 assignments = st.builds(
     lambda v, b: Assignment(experiment_key="k", variant=v, bucket=b, in_holdout=v == HOLDOUT),
-    st.sampled_from([HOLDOUT, "control", "treatment"]), st.integers(0, BUCKETS - 1))
+    st.sampled_from([HOLDOUT, "control", "treatment"]),
+    st.integers(0, BUCKETS - 1),
+)
 
 
 @given(st.none() | assignments, assignments)
@@ -216,8 +235,11 @@ def test_a_stored_assignment_always_wins(previous: Assignment | None, fresh: Ass
 
 
 def test_holdout_player_stays_in_holdout_when_the_holdout_shrinks() -> None:
-    pid = next(uuid.UUID(bytes=bytes(v)) for v in random_ids(10_000, 7)
-               if bucket(uuid.UUID(bytes=bytes(v)), "welcome-offer", None) < 1000)
+    pid = next(
+        uuid.UUID(bytes=bytes(v))
+        for v in random_ids(10_000, 7)
+        if bucket(uuid.UUID(bytes=bytes(v)), "welcome-offer", None) < 1000
+    )
     first = assign(experiment([1, 1], 1000), pid)
     assert first.in_holdout
     later = assign(experiment([1, 1], 0), pid)
@@ -251,15 +273,21 @@ def _locs(raw: dict[str, Any]) -> list[str]:
 
 
 def _raw(**over: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {"experiment_key": "welcome-offer", "holdout_bp": 500, "starts_at": "2026-03-01T00:00:00Z",
-                           "variants": [{"name": "control", "weight": 1}, {"name": "bonus", "weight": 1}]}
+    raw: dict[str, Any] = {
+        "experiment_key": "welcome-offer",
+        "holdout_bp": 500,
+        "starts_at": "2026-03-01T00:00:00Z",
+        "variants": [{"name": "control", "weight": 1}, {"name": "bonus", "weight": 1}],
+    }
     raw.update(over)
     return raw
 
 
 def test_a_valid_experiment_parses_from_json() -> None:
-    ex = Experiment.model_validate_json('{"experiment_key": "k", "starts_at": "2026-03-01T00:00:00Z", '
-                                        '"variants": [{"name": "a", "weight": 3}, {"name": "b", "weight": 1}]}')
+    ex = Experiment.model_validate_json(
+        '{"experiment_key": "k", "starts_at": "2026-03-01T00:00:00Z", '
+        '"variants": [{"name": "a", "weight": 3}, {"name": "b", "weight": 1}]}'
+    )
     assert ex.holdout_bp == 0 and ex.bounds == [0, 7500, 10_000]
 
 
@@ -278,18 +306,21 @@ def test_holdout_above_half_is_refused_naming_the_field() -> None:
     assert _locs(_raw(holdout_bp=10.5)) == ["holdout_bp"]  # basis points are integers
 
 
-@pytest.mark.parametrize(("over", "loc"), [
-    ({"variants": [{"name": "a", "weight": 1}]}, "variants"),  # fewer than 2
-    ({"variants": [{"name": f"v{i}", "weight": 1} for i in range(21)]}, "variants"),  # more than 20
-    ({"variants": [{"name": "holdout", "weight": 1}, {"name": "b", "weight": 1}]}, "variants.0.name"),
-    ({"variants": [{"name": "Big Name", "weight": 1}, {"name": "b", "weight": 1}]}, "variants.0.name"),
-    ({"variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": True}]}, "variants.1.weight"),
-    ({"variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1_000_000}]}, "variants"),  # below a bucket
-    ({"experiment_key": "Not a slug"}, "experiment_key"),
-    ({"starts_at": "2026-03-01T00:00:00"}, "starts_at"),  # no offset
-    ({"ends_at": "2026-02-01T00:00:00Z"}, "ends_at"),  # before the start
-    ({"colour": "red"}, "colour"),  # extra fields forbidden
-])
+@pytest.mark.parametrize(
+    ("over", "loc"),
+    [
+        ({"variants": [{"name": "a", "weight": 1}]}, "variants"),  # fewer than 2
+        ({"variants": [{"name": f"v{i}", "weight": 1} for i in range(21)]}, "variants"),  # more than 20
+        ({"variants": [{"name": "holdout", "weight": 1}, {"name": "b", "weight": 1}]}, "variants.0.name"),
+        ({"variants": [{"name": "Big Name", "weight": 1}, {"name": "b", "weight": 1}]}, "variants.0.name"),
+        ({"variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": True}]}, "variants.1.weight"),
+        ({"variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1_000_000}]}, "variants"),  # below a bucket
+        ({"experiment_key": "Not a slug"}, "experiment_key"),
+        ({"starts_at": "2026-03-01T00:00:00"}, "starts_at"),  # no offset
+        ({"ends_at": "2026-02-01T00:00:00Z"}, "ends_at"),  # before the start
+        ({"colour": "red"}, "colour"),  # extra fields forbidden
+    ],
+)
 def test_invalid_experiments_name_the_field(over: dict[str, Any], loc: str) -> None:
     assert _locs(_raw(**over)) == [loc]
 

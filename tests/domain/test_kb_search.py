@@ -18,10 +18,28 @@ from schemas.kb import ArticleDoc, SearchQuery
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def doc(title: str, body: str = "", *, language: str = "en", category: str = "payments", tags: list[str] | None = None,
-        status: str = "published", version: int = 1, article_id: uuid.UUID | None = None) -> ArticleDoc:
-    return ArticleDoc(article_id=article_id or uuid.uuid4(), version=version, language=language, category=category,
-                      title=title, body=body, tags=tags or [], status=status, updated_at=NOW)
+def doc(
+    title: str,
+    body: str = "",
+    *,
+    language: str = "en",
+    category: str = "payments",
+    tags: list[str] | None = None,
+    status: str = "published",
+    version: int = 1,
+    article_id: uuid.UUID | None = None,
+) -> ArticleDoc:
+    return ArticleDoc(
+        article_id=article_id or uuid.uuid4(),
+        version=version,
+        language=language,
+        category=category,
+        title=title,
+        body=body,
+        tags=tags or [],
+        status=status,
+        updated_at=NOW,
+    )
 
 
 def index(*docs: ArticleDoc, params: Bm25Params | None = None) -> KbIndex:
@@ -55,11 +73,25 @@ def test_stop_words_are_dropped_per_language() -> None:
     assert analyse("die", "en") == ["die"]  # English "die" (dice) is not a stop word
 
 
-@pytest.mark.parametrize(("word", "stem"), [
-    ("bonuses", "bonus"), ("bonus", "bonus"), ("withdrawals", "withdrawal"), ("verified", "verify"),
-    ("verifies", "verify"), ("betting", "bet"), ("games", "gam"), ("gaming", "gam"), ("game", "gam"),
-    ("status", "status"), ("access", "access"), ("spring", "spring"), ("2fa", "2fa"), ("limits", "limit"),
-])
+@pytest.mark.parametrize(
+    ("word", "stem"),
+    [
+        ("bonuses", "bonus"),
+        ("bonus", "bonus"),
+        ("withdrawals", "withdrawal"),
+        ("verified", "verify"),
+        ("verifies", "verify"),
+        ("betting", "bet"),
+        ("games", "gam"),
+        ("gaming", "gam"),
+        ("game", "gam"),
+        ("status", "status"),
+        ("access", "access"),
+        ("spring", "spring"),
+        ("2fa", "2fa"),
+        ("limits", "limit"),
+    ],
+)
 def test_english_stemmer(word: str, stem: str) -> None:
     assert stem_en(word) == stem
 
@@ -212,8 +244,10 @@ def test_compaction_keeps_every_live_article_findable() -> None:
 def test_snippet_marks_matches_after_escaping() -> None:
     a = doc("Odds", 'If 2 < 3 & "x" > 1 then the Bónus code "BONUS" applies.')
     hit = index(a).search(SearchQuery(q="bonus 3", audience="agent"))[0]
-    assert hit.snippet == ('If 2 &lt; <mark>3</mark> &amp; &quot;x&quot; &gt; 1 then the <mark>Bónus</mark> code '
-                           '&quot;<mark>BONUS</mark>&quot; applies.')
+    assert hit.snippet == (
+        "If 2 &lt; <mark>3</mark> &amp; &quot;x&quot; &gt; 1 then the <mark>Bónus</mark> code "
+        "&quot;<mark>BONUS</mark>&quot; applies."
+    )
 
 
 def test_snippet_is_a_window_around_the_matches_of_a_long_body() -> None:
@@ -244,25 +278,56 @@ def test_stats() -> None:
 
 # ----------------------------------------------------------------------------- properties
 
-VOCAB = ["bonus", "bónus", "withdrawal", "withdrawals", "limit", "kyc", "2fa", "p1", "deposit", "the", "and",
-         "die", "und", "verified", "verify", "Straße", "ÉCU", "jackpot", "spin", "free"]
+VOCAB = [
+    "bonus",
+    "bónus",
+    "withdrawal",
+    "withdrawals",
+    "limit",
+    "kyc",
+    "2fa",
+    "p1",
+    "deposit",
+    "the",
+    "and",
+    "die",
+    "und",
+    "verified",
+    "verify",
+    "Straße",
+    "ÉCU",
+    "jackpot",
+    "spin",
+    "free",
+]
 LANGS = ["en", "de", "mt"]
 STATUSES = ["draft", "published"]
 CATEGORIES = ["payments", "kyc", "promotions"]
 
 texts = st.lists(st.sampled_from(VOCAB), max_size=20).map(" ".join)
 docs = st.builds(
-    lambda title, body, tags, lang, status, cat: doc(title or "untitled", body, tags=tags, language=lang,
-                                                     status=status, category=cat),
-    texts, texts, st.lists(st.sampled_from(VOCAB), max_size=3, unique=True), st.sampled_from(LANGS),
-    st.sampled_from(STATUSES), st.sampled_from(CATEGORIES))
+    lambda title, body, tags, lang, status, cat: doc(
+        title or "untitled", body, tags=tags, language=lang, status=status, category=cat
+    ),
+    texts,
+    texts,
+    st.lists(st.sampled_from(VOCAB), max_size=3, unique=True),
+    st.sampled_from(LANGS),
+    st.sampled_from(STATUSES),
+    st.sampled_from(CATEGORIES),
+)
 corpora = st.lists(docs, max_size=15)
 queries = st.builds(
-    lambda q, lang, cat, audience, limit, offset: SearchQuery(q=q, language=lang, category=cat, audience=audience,
-                                                              limit=limit, offset=offset),
+    lambda q, lang, cat, audience, limit, offset: SearchQuery(
+        q=q, language=lang, category=cat, audience=audience, limit=limit, offset=offset
+    ),
     st.lists(st.sampled_from(VOCAB), min_size=1, max_size=4).map(" ".join),
-    st.none() | st.sampled_from(LANGS), st.none() | st.sampled_from(CATEGORIES), st.sampled_from(["agent", "public"]),
-    st.integers(1, 50), st.integers(0, 5))
+    st.none() | st.sampled_from(LANGS),
+    st.none() | st.sampled_from(CATEGORIES),
+    st.sampled_from(["agent", "public"]),
+    st.integers(1, 50),
+    st.integers(0, 5),
+)
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -297,13 +362,14 @@ def test_hits_hold_a_query_term_match_the_filters_and_are_sorted(corpus: list[Ar
 def test_pages_are_slices_of_one_ranking(corpus: list[ArticleDoc], query: SearchQuery) -> None:
     idx = index(*corpus)
     whole = idx.search(query.model_copy(update={"offset": 0, "limit": query.offset + query.limit}))
-    assert idx.search(query) == whole[query.offset:]
+    assert idx.search(query) == whole[query.offset :]
 
 
 @FAST
 @given(corpora, docs, queries)
-def test_removing_an_upserted_article_restores_every_ranking(corpus: list[ArticleDoc], extra: ArticleDoc,
-                                                             query: SearchQuery) -> None:
+def test_removing_an_upserted_article_restores_every_ranking(
+    corpus: list[ArticleDoc], extra: ArticleDoc, query: SearchQuery
+) -> None:
     idx = index(*corpus)
     before = idx.search(query)
     idx.upsert(extra)

@@ -56,8 +56,9 @@ def _floats() -> st.SearchStrategy[float]:
 
 def _timestamps() -> st.SearchStrategy[datetime]:
     # Seconds included: storage keeps minutes, and rules must agree with it.
-    return st.integers(-60 * DAY, DAY).map(lambda m: NOW + timedelta(minutes=m)) | \
-        st.integers(-60 * DAY * 60, DAY * 60).map(lambda s: NOW + timedelta(seconds=s))
+    return st.integers(-60 * DAY, DAY).map(lambda m: NOW + timedelta(minutes=m)) | st.integers(
+        -60 * DAY * 60, DAY * 60
+    ).map(lambda s: NOW + timedelta(seconds=s))
 
 
 def feature_value(spec: FeatureSpec) -> st.SearchStrategy[Any]:
@@ -79,10 +80,26 @@ def feature_value(spec: FeatureSpec) -> st.SearchStrategy[Any]:
 
 
 # A handful of features keeps the rows small and the rules dense on them; every kind is present.
-RULE_FEATURES = [CATALOGUE[n] for n in (
-    "sessions_7d", "deposits_sum_30d", "ggr_30d", "bets_count_30d", "active_days_30d", "churn_risk",
-    "bonus_use_ratio", "active_7d", "self_excluded", "lifecycle_stage", "device", "country", "traffic_source",
-    "last_active_at", "first_deposit_at")]
+RULE_FEATURES = [
+    CATALOGUE[n]
+    for n in (
+        "sessions_7d",
+        "deposits_sum_30d",
+        "ggr_30d",
+        "bets_count_30d",
+        "active_days_30d",
+        "churn_risk",
+        "bonus_use_ratio",
+        "active_7d",
+        "self_excluded",
+        "lifecycle_stage",
+        "device",
+        "country",
+        "traffic_source",
+        "last_active_at",
+        "first_deposit_at",
+    )
+]
 
 
 @st.composite
@@ -120,8 +137,12 @@ def leaves(draw: st.DrawFn) -> dict[str, Any]:
         return {"feature": f, "op": draw(st.sampled_from(ops)), "value": draw(_rule_value(spec))}
     if shape == "between":
         a, b = draw(_rule_value(spec)), draw(_rule_value(spec))
-        a, b = (a, b) if (datetime.fromisoformat(a) if kind == "timestamp" else a) <= \
-            (datetime.fromisoformat(b) if kind == "timestamp" else b) else (b, a)
+        a, b = (
+            (a, b)
+            if (datetime.fromisoformat(a) if kind == "timestamp" else a)
+            <= (datetime.fromisoformat(b) if kind == "timestamp" else b)
+            else (b, a)
+        )
         return {"feature": f, "op": "between", "min": a, "max": b}
     if shape == "in":
         return {"feature": f, "op": "in", "values": draw(st.lists(_rule_value(spec), min_size=1, max_size=5))}
@@ -164,8 +185,9 @@ now_strategy = st.integers(-3 * DAY, 3 * DAY).map(lambda m: NOW + timedelta(minu
 
 @settings(max_examples=250)
 @given(rows=st.lists(feature_rows(), min_size=1, max_size=25), data=rules(), now=now_strategy)
-def test_vectorised_evaluation_equals_the_reference(rows: list[FeatureRow], data: dict[str, Any],
-                                                    now: datetime) -> None:
+def test_vectorised_evaluation_equals_the_reference(
+    rows: list[FeatureRow], data: dict[str, Any], now: datetime
+) -> None:
     rule = _parse(data)
     m, _ = _matrix(rows)
     mask = evaluate(rule, m, now)
@@ -185,7 +207,8 @@ def test_a_stored_row_reads_back_equal(rows: list[FeatureRow]) -> None:
 
 @given(rows=st.lists(feature_rows(), min_size=1, max_size=25), a=rules(), b=rules(), now=now_strategy)
 def test_not_is_the_complement_and_all_any_are_intersection_union(
-        rows: list[FeatureRow], a: dict[str, Any], b: dict[str, Any], now: datetime) -> None:
+    rows: list[FeatureRow], a: dict[str, Any], b: dict[str, Any], now: datetime
+) -> None:
     ra, rb = _parse(a), _parse(b)
     m, ids = _matrix(rows)
     m.delete(ids[0])  # a dead row matches nothing, not even a complement
@@ -219,14 +242,20 @@ ops = st.one_of(
 )
 
 
-@given(initial=st.lists(feature_rows(), max_size=15), data=rules(),
-       batches=st.lists(st.lists(ops, min_size=1, max_size=8), min_size=1, max_size=6), now=now_strategy)
+@given(
+    initial=st.lists(feature_rows(), max_size=15),
+    data=rules(),
+    batches=st.lists(st.lists(ops, min_size=1, max_size=8), min_size=1, max_size=6),
+    now=now_strategy,
+)
 def test_incremental_membership_equals_full_recomputation(
-        initial: list[FeatureRow], data: dict[str, Any], batches: list[list[Op]], now: datetime) -> None:
+    initial: list[FeatureRow], data: dict[str, Any], batches: list[list[Op]], now: datetime
+) -> None:
     rule = _parse(data)
     m, _ = _matrix(initial)
     seg = Membership(rule, m, now)
     members = set(m.player_ids(np.flatnonzero(seg.mask)))
+
     def apply(changed: list[uuid.UUID]) -> None:
         nonlocal members
         entered, exited = seg.apply(changed, now)
@@ -282,19 +311,30 @@ def test_preview_counts_and_samples_reproducibly() -> None:
 
 
 def test_bulk_load_equals_row_by_row_upserts() -> None:
-    rows = [FeatureRow(country="MT", deposits_sum_30d=500, last_active_at=NOW, lifecycle_stage="active",
-                       churn_risk=0.5, active_7d=True),
-            FeatureRow()]
+    rows = [
+        FeatureRow(
+            country="MT",
+            deposits_sum_30d=500,
+            last_active_at=NOW,
+            lifecycle_stage="active",
+            churn_risk=0.5,
+            active_7d=True,
+        ),
+        FeatureRow(),
+    ]
     ids = [uuid.uuid4(), uuid.uuid4()]
     m = FeatureMatrix()
-    m.bulk_load(ids, {
-        "country": np.array(["MT", None], dtype=object),
-        "deposits_sum_30d": np.array([500, -(2**63)], dtype=np.int64),
-        "last_active_at": np.array([NOW.replace(tzinfo=None), "NaT"], dtype="datetime64[m]"),
-        "lifecycle_stage": np.array(["active", None], dtype=object),
-        "churn_risk": np.array([0.5, np.nan], dtype=np.float32),
-        "active_7d": np.array([1, 255], dtype=np.uint8),
-    })
+    m.bulk_load(
+        ids,
+        {
+            "country": np.array(["MT", None], dtype=object),
+            "deposits_sum_30d": np.array([500, -(2**63)], dtype=np.int64),
+            "last_active_at": np.array([NOW.replace(tzinfo=None), "NaT"], dtype="datetime64[m]"),
+            "lifecycle_stage": np.array(["active", None], dtype=object),
+            "churn_risk": np.array([0.5, np.nan], dtype=np.float32),
+            "active_7d": np.array([1, 255], dtype=np.uint8),
+        },
+    )
     assert [m.get(p) for p in ids] == [rows[0].model_copy(update={"last_active_at": NOW.replace(second=0)}), rows[1]]
 
 
@@ -317,34 +357,53 @@ def _deep(levels: int) -> dict[str, Any]:
     return rule
 
 
-@pytest.mark.parametrize(("data", "field", "words"), [
-    ({"all": [LEAF, LEAF, {"feature": "nope", "op": "eq", "value": 1}]}, "rule.all[2].feature", "unknown feature"),
-    ({"all": [LEAF, LEAF, {"feature": "deposits_sum_30d", "op": "gt", "value": "100"}]}, "rule.all[2].value",
-     "expected an integer, got a string"),
-    ({"any": [{"feature": "deposits_sum_30d", "op": "eq", "value": 10.5}]}, "rule.any[0].value", "integer"),
-    ({"not": {"feature": "country", "op": "eq", "value": 49}}, "rule.not.value", "expected a string"),
-    ({"feature": "active_7d", "op": "gt", "value": True}, "rule.op", "ordered"),
-    ({"feature": "lifecycle_stage", "op": "in", "values": ["active", "zombie"]}, "rule.values[1]", "zombie"),
-    ({"feature": "country", "op": "in", "values": []}, "rule.values", "at least 1"),
-    ({"feature": "country", "op": "in", "values": ["MT"] * (MAX_IN_VALUES + 1)}, "rule.values", "at most 1000"),
-    ({"feature": "deposits_sum_30d", "op": "between", "min": 500, "max": 100}, "rule.min", "greater than max"),
-    ({"feature": "registered_at", "op": "between", "min": "2026-02-01T00:00:00Z", "max": "2026-01-01T00:00:00Z"},
-     "rule.min", "greater than max"),
-    ({"feature": "deposits_sum_30d", "op": "within", "last": {"days": 7}}, "rule.feature", "timestamp"),
-    ({"feature": "last_active_at", "op": "within", "last": {}}, "rule.last", "exactly one"),
-    ({"feature": "last_active_at", "op": "within", "last": {"days": 0}}, "rule.last.days", "greater than"),
-    ({"all": [{"feature": "last_active_at", "op": "within", "last": {"days": 7}},
-              {"feature": "last_active_at", "op": "not_within", "last": {"days": 30}}]},
-     "rule.all[1].last", "nothing can match"),
-    ({"feature": "registered_at", "op": "gt", "value": "2026-01-01T00:00:00"}, "rule.value", "offset"),
-    ({"feature": "registered_at", "op": "gt", "value": "yesterday"}, "rule.value", "RFC 3339"),
-    (_deep(9), "rule" + ".not" * 8, "8 levels"),
-    ({"any": [LEAF] * 50 + [{"all": [LEAF] * 50}, {"all": [LEAF] * 50}, {"all": [LEAF] * 50}]},
-     "rule.any[52].all[46]", "200 nodes"),
-    ({"all": [LEAF, {"feature": "sessions_7d", "op": "like", "value": 1}]}, "rule.all[1]", "a rule node is"),
-    ({"all": [LEAF, {**LEAF, "extra": 1}]}, "rule.all[1].extra", "unknown key"),
-    ({"feature": "sessions_7d", "op": "eq", "value": [1, 2]}, "rule.value", "number, boolean or string"),
-])
+@pytest.mark.parametrize(
+    ("data", "field", "words"),
+    [
+        ({"all": [LEAF, LEAF, {"feature": "nope", "op": "eq", "value": 1}]}, "rule.all[2].feature", "unknown feature"),
+        (
+            {"all": [LEAF, LEAF, {"feature": "deposits_sum_30d", "op": "gt", "value": "100"}]},
+            "rule.all[2].value",
+            "expected an integer, got a string",
+        ),
+        ({"any": [{"feature": "deposits_sum_30d", "op": "eq", "value": 10.5}]}, "rule.any[0].value", "integer"),
+        ({"not": {"feature": "country", "op": "eq", "value": 49}}, "rule.not.value", "expected a string"),
+        ({"feature": "active_7d", "op": "gt", "value": True}, "rule.op", "ordered"),
+        ({"feature": "lifecycle_stage", "op": "in", "values": ["active", "zombie"]}, "rule.values[1]", "zombie"),
+        ({"feature": "country", "op": "in", "values": []}, "rule.values", "at least 1"),
+        ({"feature": "country", "op": "in", "values": ["MT"] * (MAX_IN_VALUES + 1)}, "rule.values", "at most 1000"),
+        ({"feature": "deposits_sum_30d", "op": "between", "min": 500, "max": 100}, "rule.min", "greater than max"),
+        (
+            {"feature": "registered_at", "op": "between", "min": "2026-02-01T00:00:00Z", "max": "2026-01-01T00:00:00Z"},
+            "rule.min",
+            "greater than max",
+        ),
+        ({"feature": "deposits_sum_30d", "op": "within", "last": {"days": 7}}, "rule.feature", "timestamp"),
+        ({"feature": "last_active_at", "op": "within", "last": {}}, "rule.last", "exactly one"),
+        ({"feature": "last_active_at", "op": "within", "last": {"days": 0}}, "rule.last.days", "greater than"),
+        (
+            {
+                "all": [
+                    {"feature": "last_active_at", "op": "within", "last": {"days": 7}},
+                    {"feature": "last_active_at", "op": "not_within", "last": {"days": 30}},
+                ]
+            },
+            "rule.all[1].last",
+            "nothing can match",
+        ),
+        ({"feature": "registered_at", "op": "gt", "value": "2026-01-01T00:00:00"}, "rule.value", "offset"),
+        ({"feature": "registered_at", "op": "gt", "value": "yesterday"}, "rule.value", "RFC 3339"),
+        (_deep(9), "rule" + ".not" * 8, "8 levels"),
+        (
+            {"any": [LEAF] * 50 + [{"all": [LEAF] * 50}, {"all": [LEAF] * 50}, {"all": [LEAF] * 50}]},
+            "rule.any[52].all[46]",
+            "200 nodes",
+        ),
+        ({"all": [LEAF, {"feature": "sessions_7d", "op": "like", "value": 1}]}, "rule.all[1]", "a rule node is"),
+        ({"all": [LEAF, {**LEAF, "extra": 1}]}, "rule.all[1].extra", "unknown key"),
+        ({"feature": "sessions_7d", "op": "eq", "value": [1, 2]}, "rule.value", "number, boolean or string"),
+    ],
+)
 def test_a_bad_rule_is_refused_with_the_path_of_the_bad_part(data: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_rule(data)
@@ -365,10 +424,12 @@ def test_a_bad_update_writes_nothing() -> None:
     m = FeatureMatrix()
     pid = uuid.uuid4()
     m.upsert(pid, FeatureRow(sessions_7d=3, country="MT"))
-    for bad, field in (({"sessions_7d": 4, "country": 7}, "changes.country"),
-                       ({"sessions_7d": 2**16}, "changes.sessions_7d"),
-                       ({"sessions_7d": 4, "lifecycle_stage": "zombie"}, "changes.lifecycle_stage"),
-                       ({"sessions_7d": 4, "unknown": 1}, "changes.unknown")):
+    for bad, field in (
+        ({"sessions_7d": 4, "country": 7}, "changes.country"),
+        ({"sessions_7d": 2**16}, "changes.sessions_7d"),
+        ({"sessions_7d": 4, "lifecycle_stage": "zombie"}, "changes.lifecycle_stage"),
+        ({"sessions_7d": 4, "unknown": 1}, "changes.unknown"),
+    ):
         with pytest.raises(InvalidInput) as caught:
             m.update(pid, bad)
         assert caught.value.field == field

@@ -34,8 +34,15 @@ from schemas.helpdesk_sla import BusinessCalendar, Interval, SlaEvent, SlaPolicy
 
 # Zones with DST (Malta, New York, Santiago at midnight, Lord Howe by 30 minutes), none (Tokyo,
 # UTC) and odd offsets (Kathmandu +05:45).
-ZONES = ["Europe/Malta", "America/New_York", "America/Santiago", "Australia/Lord_Howe", "Asia/Tokyo", "UTC",
-         "Asia/Kathmandu"]
+ZONES = [
+    "Europe/Malta",
+    "America/New_York",
+    "America/Santiago",
+    "Australia/Lord_Howe",
+    "Asia/Tokyo",
+    "UTC",
+    "Asia/Kathmandu",
+]
 LO, HI = datetime(2023, 1, 1, tzinfo=UTC), datetime(2026, 12, 31, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
 
@@ -58,7 +65,8 @@ TRANSITIONS = _transitions()
 instants = st.one_of(
     st.integers(int(LO.timestamp()), int(HI.timestamp())).map(lambda s: datetime.fromtimestamp(s, UTC)),
     st.tuples(st.sampled_from(TRANSITIONS), st.integers(-3 * 86400, 3 * 86400)).map(
-        lambda p: p[0] + timedelta(seconds=p[1])),
+        lambda p: p[0] + timedelta(seconds=p[1])
+    ),
 )
 durations = st.one_of(st.integers(0, 12 * 3600), st.integers(0, 90 * 86400))
 
@@ -71,17 +79,20 @@ def q(k: int) -> time:
 @st.composite
 def day_ranges(draw: st.DrawFn, most: int = 2) -> list[tuple[time, time]]:
     # Biased to cover 00:00-04:00 often, where DST changes happen.
-    cuts = sorted(draw(st.lists(st.one_of(st.integers(0, 96), st.integers(0, 16)), min_size=0, max_size=2 * most,
-                                unique=True)))
+    cuts = sorted(
+        draw(st.lists(st.one_of(st.integers(0, 96), st.integers(0, 16)), min_size=0, max_size=2 * most, unique=True))
+    )
     if len(cuts) % 2:
         cuts = cuts[:-1]
     return [(q(a), q(b)) for a, b in zip(cuts[::2], cuts[1::2], strict=True)]
 
 
 def days_near_transitions() -> st.SearchStrategy[date]:
-    return st.one_of(st.dates(date(2023, 1, 1), date(2026, 12, 31)),
-                     st.sampled_from(TRANSITIONS).map(lambda t: t.date()),
-                     st.sampled_from(TRANSITIONS).map(lambda t: t.date() - timedelta(days=1)))
+    return st.one_of(
+        st.dates(date(2023, 1, 1), date(2026, 12, 31)),
+        st.sampled_from(TRANSITIONS).map(lambda t: t.date()),
+        st.sampled_from(TRANSITIONS).map(lambda t: t.date() - timedelta(days=1)),
+    )
 
 
 @st.composite
@@ -96,8 +107,9 @@ def calendars(draw: st.DrawFn, zones: list[str] = ZONES, exceptions: bool = True
         for d in draw(st.lists(days_near_transitions(), max_size=3, unique=True)):
             if d not in holidays:
                 special[d] = [TimeRange(start=s, end=e) for s, e in draw(day_ranges())]
-    return BusinessCalendar(calendar_id="c", time_zone=draw(st.sampled_from(zones)), weekly=weekly,
-                            holidays=holidays, special_days=special)
+    return BusinessCalendar(
+        calendar_id="c", time_zone=draw(st.sampled_from(zones)), weekly=weekly, holidays=holidays, special_days=special
+    )
 
 
 def oracle_open(cal: BusinessCalendar, t: datetime) -> bool:
@@ -118,14 +130,21 @@ def ny(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime
     return datetime(y, mo, d, h, mi, s, tzinfo=ZoneInfo("America/New_York"))
 
 
-def office(zone: str, days: str = "mon tue wed thu fri", start: str = "09:00", end: str = "17:00",
-           **extra: Any) -> BusinessCalendar:
-    return BusinessCalendar.model_validate({
-        "calendar_id": "office", "time_zone": zone,
-        "weekly": [{"weekday": d, "start": start, "end": end} for d in days.split()], **extra})
+def office(
+    zone: str, days: str = "mon tue wed thu fri", start: str = "09:00", end: str = "17:00", **extra: Any
+) -> BusinessCalendar:
+    return BusinessCalendar.model_validate(
+        {
+            "calendar_id": "office",
+            "time_zone": zone,
+            "weekly": [{"weekday": d, "start": start, "end": end} for d in days.split()],
+            **extra,
+        }
+    )
 
 
 # ---------------------------------------------------------------------------- properties of business time
+
 
 @settings(max_examples=120, deadline=None)
 @given(cal=calendars(), start=instants, x=durations)
@@ -159,8 +178,9 @@ def test_between_is_additive(cal: BusinessCalendar, a: datetime, g1: int, g2: in
 
 @settings(max_examples=60, deadline=None)
 @given(cal=calendars(), start=instants, minutes=st.integers(0, 3 * 24 * 60))
-def test_between_matches_a_minute_by_minute_count_across_dst_changes(cal: BusinessCalendar, start: datetime,
-                                                                      minutes: int) -> None:
+def test_between_matches_a_minute_by_minute_count_across_dst_changes(
+    cal: BusinessCalendar, start: datetime, minutes: int
+) -> None:
     # Hours are quarter hours and every offset of these zones is a multiple of 15 minutes, so
     # each UTC minute is wholly open or closed.
     start = start.replace(second=0, microsecond=0)
@@ -184,8 +204,13 @@ def test_always_open_calendars_are_wall_clock_arithmetic(zone: str, start: datet
     start = start.replace(microsecond=0)
     end = start + timedelta(seconds=x)
     # The special day (also open all day) keeps the general path, not the 24/7 shortcut.
-    general = office(zone, "mon tue wed thu fri sat sun", "00:00", "24:00", special_days={special: [{"start": "00:00",
-                                                                                        "end": "24:00"}]})
+    general = office(
+        zone,
+        "mon tue wed thu fri sat sun",
+        "00:00",
+        "24:00",
+        special_days={special: [{"start": "00:00", "end": "24:00"}]},
+    )
     for cal in (TWENTY_FOUR_SEVEN, general, office(zone, "mon tue wed thu fri sat sun", "00:00", "24:00")):
         assert business_seconds_between(cal, start, end) == x
         assert add_business_time(cal, start, x) == end
@@ -193,10 +218,15 @@ def test_always_open_calendars_are_wall_clock_arithmetic(zone: str, start: datet
 
 
 @settings(max_examples=60, deadline=None)
-@given(cal=calendars(zones=["Europe/Malta", "America/New_York", "Asia/Tokyo"]), holiday=days_near_transitions(),
-       a=instants, gap=st.integers(0, 20 * 86400))
-def test_a_holiday_removes_exactly_its_own_business_time(cal: BusinessCalendar, holiday: date, a: datetime,
-                                                         gap: int) -> None:
+@given(
+    cal=calendars(zones=["Europe/Malta", "America/New_York", "Asia/Tokyo"]),
+    holiday=days_near_transitions(),
+    a=instants,
+    gap=st.integers(0, 20 * 86400),
+)
+def test_a_holiday_removes_exactly_its_own_business_time(
+    cal: BusinessCalendar, holiday: date, a: datetime, gap: int
+) -> None:
     assume(holiday not in cal.holidays and holiday not in cal.special_days)
     closed = cal.model_copy(update={"holidays": [*cal.holidays, holiday]})
     zone = ZoneInfo(cal.time_zone)
@@ -210,8 +240,9 @@ def test_a_holiday_removes_exactly_its_own_business_time(cal: BusinessCalendar, 
 
 # ---------------------------------------------------------------------------- worked examples
 
-MALTA = office("Europe/Malta", holidays=["2024-12-25"], special_days={"2024-12-24": [{"start": "09:00",
-                                                                                       "end": "13:00"}]})
+MALTA = office(
+    "Europe/Malta", holidays=["2024-12-25"], special_days={"2024-12-24": [{"start": "09:00", "end": "13:00"}]}
+)
 
 
 def test_friday_evening_ticket_is_due_monday() -> None:
@@ -260,8 +291,17 @@ def test_new_york_weekend_with_a_dst_change() -> None:
 
 
 def test_tokyo_team_with_a_lunch_break() -> None:
-    tokyo = BusinessCalendar.model_validate({"calendar_id": "tokyo", "time_zone": "Asia/Tokyo", "weekly": [
-        {"weekday": d, "start": s, "end": e} for d in range(5) for s, e in (("09:00", "12:00"), ("13:00", "18:00"))]})
+    tokyo = BusinessCalendar.model_validate(
+        {
+            "calendar_id": "tokyo",
+            "time_zone": "Asia/Tokyo",
+            "weekly": [
+                {"weekday": d, "start": s, "end": e}
+                for d in range(5)
+                for s, e in (("09:00", "12:00"), ("13:00", "18:00"))
+            ],
+        }
+    )
     jst = ZoneInfo("Asia/Tokyo")
     # Friday 17:30 + 4 h: 30 min Friday, Monday 09:00-12:00, then 13:00-13:30.
     due = add_business_time(tokyo, datetime(2024, 6, 7, 17, 30, tzinfo=jst), 4 * 3600)
@@ -270,8 +310,16 @@ def test_tokyo_team_with_a_lunch_break() -> None:
 
 
 def test_overnight_shift_split_at_midnight_runs_through_it() -> None:
-    nights = BusinessCalendar.model_validate({"calendar_id": "n", "time_zone": "Europe/Malta", "weekly": [
-        {"weekday": "mon", "start": "22:00", "end": "24:00"}, {"weekday": "tue", "start": "00:00", "end": "06:00"}]})
+    nights = BusinessCalendar.model_validate(
+        {
+            "calendar_id": "n",
+            "time_zone": "Europe/Malta",
+            "weekly": [
+                {"weekday": "mon", "start": "22:00", "end": "24:00"},
+                {"weekday": "tue", "start": "00:00", "end": "06:00"},
+            ],
+        }
+    )
     assert add_business_time(nights, mt(2024, 6, 10, 23, 0), 2 * 3600) == mt(2024, 6, 11, 1, 0)
 
 
@@ -283,9 +331,16 @@ def test_long_targets_jump_weeks_and_stay_exact() -> None:
 # ---------------------------------------------------------------------------- clocks
 
 NYC = office("America/New_York")
-POLICY = SlaPolicy.model_validate({
-    "policy_id": "p2", "name": "Normal", "priority": "P2", "calendar_id": "office", "warn_before_minutes": 30,
-    "targets": {"first_response": 60, "next_response": 120, "resolution": 8 * 60}})
+POLICY = SlaPolicy.model_validate(
+    {
+        "policy_id": "p2",
+        "name": "Normal",
+        "priority": "P2",
+        "calendar_id": "office",
+        "warn_before_minutes": 30,
+        "targets": {"first_response": 60, "next_response": 120, "resolution": 8 * 60},
+    }
+)
 
 
 def ev(kind: str, at: datetime, event_id: str | None = None) -> SlaEvent:
@@ -293,24 +348,40 @@ def ev(kind: str, at: datetime, event_id: str | None = None) -> SlaEvent:
 
 
 def test_pause_over_a_weekend_consumes_no_business_time() -> None:
-    clock = replay([ev("started", ny(2024, 6, 7, 15, 0)), ev("paused", ny(2024, 6, 7, 16, 0)),
-                    ev("resumed", ny(2024, 6, 10, 9, 0))])
+    clock = replay(
+        [
+            ev("started", ny(2024, 6, 7, 15, 0)),
+            ev("paused", ny(2024, 6, 7, 16, 0)),
+            ev("resumed", ny(2024, 6, 10, 9, 0)),
+        ]
+    )
     st_ = status(clock, POLICY, NYC, ny(2024, 6, 10, 9, 0))
     assert st_.resolution is not None and st_.resolution.elapsed_seconds == 3600
     assert st_.resolution.due_at == ny(2024, 6, 10, 16, 0)  # 7 h left from Monday 09:00
-    paused = status(replay([ev("paused", ny(2024, 6, 7, 16, 0))], replay([ev("started", ny(2024, 6, 7, 15, 0))])),
-                    POLICY, NYC, ny(2024, 6, 9, 12, 0))
+    paused = status(
+        replay([ev("paused", ny(2024, 6, 7, 16, 0))], replay([ev("started", ny(2024, 6, 7, 15, 0))])),
+        POLICY,
+        NYC,
+        ny(2024, 6, 9, 12, 0),
+    )
     assert paused.resolution is not None and paused.resolution.state == "paused"
     assert paused.resolution.due_at is None and paused.resolution.remaining_seconds == 7 * 3600
 
 
 @settings(max_examples=60, deadline=None)
-@given(cal=calendars(), start=instants, minutes=st.integers(1, 3000), p=st.integers(0, 20 * 86400),
-       pause=st.integers(0, 20 * 86400))
-def test_a_pause_shifts_the_deadline_by_exactly_its_business_time(cal: BusinessCalendar, start: datetime,
-                                                                   minutes: int, p: int, pause: int) -> None:
-    policy = POLICY.model_copy(update={"calendar_id": cal.calendar_id,
-                                       "targets": POLICY.targets.model_copy(update={"resolution": minutes})})
+@given(
+    cal=calendars(),
+    start=instants,
+    minutes=st.integers(1, 3000),
+    p=st.integers(0, 20 * 86400),
+    pause=st.integers(0, 20 * 86400),
+)
+def test_a_pause_shifts_the_deadline_by_exactly_its_business_time(
+    cal: BusinessCalendar, start: datetime, minutes: int, p: int, pause: int
+) -> None:
+    policy = POLICY.model_copy(
+        update={"calendar_id": cal.calendar_id, "targets": POLICY.targets.model_copy(update={"resolution": minutes})}
+    )
     start = start.replace(microsecond=0)
     plain = status(replay([ev("started", start)]), policy, cal, start).resolution
     assert plain is not None and plain.due_at is not None
@@ -321,16 +392,21 @@ def test_a_pause_shifts_the_deadline_by_exactly_its_business_time(cal: BusinessC
     assert shifted is not None and shifted.due_at is not None and shifted.state in ("ok", "warning")
     assert shifted.due_at >= plain.due_at
     assert business_seconds_between(cal, plain.due_at, shifted.due_at) == business_seconds_between(
-        cal, paused_at, resumed_at)
+        cal, paused_at, resumed_at
+    )
     assert shifted.remaining_seconds == minutes * 60 - business_seconds_between(cal, start, paused_at)
 
 
 @settings(max_examples=60, deadline=None)
 @given(cal=calendars(), start=instants, minutes=st.integers(1, 3000))
-def test_breached_one_second_after_the_deadline_not_at_it(cal: BusinessCalendar, start: datetime,
-                                                          minutes: int) -> None:
-    policy = POLICY.model_copy(update={"calendar_id": "c", "warn_before_minutes": 0,
-                                       "targets": POLICY.targets.model_copy(update={"resolution": minutes})})
+def test_breached_one_second_after_the_deadline_not_at_it(cal: BusinessCalendar, start: datetime, minutes: int) -> None:
+    policy = POLICY.model_copy(
+        update={
+            "calendar_id": "c",
+            "warn_before_minutes": 0,
+            "targets": POLICY.targets.model_copy(update={"resolution": minutes}),
+        }
+    )
     start = start.replace(microsecond=0)
     clock = replay([ev("started", start)])
     due = add_business_time(cal, start, minutes * 60)
@@ -342,8 +418,12 @@ def test_breached_one_second_after_the_deadline_not_at_it(cal: BusinessCalendar,
 
 
 def test_first_response_then_a_next_response_cycle() -> None:
-    events = [ev("started", ny(2024, 6, 10, 9, 0)), ev("responded", ny(2024, 6, 10, 9, 40)),
-              ev("player_replied", ny(2024, 6, 10, 11, 0)), ev("player_replied", ny(2024, 6, 10, 11, 30))]
+    events = [
+        ev("started", ny(2024, 6, 10, 9, 0)),
+        ev("responded", ny(2024, 6, 10, 9, 40)),
+        ev("player_replied", ny(2024, 6, 10, 11, 0)),
+        ev("player_replied", ny(2024, 6, 10, 11, 30)),
+    ]
     clock = replay(events)
     s = status(clock, POLICY, NYC, ny(2024, 6, 10, 12, 45))
     assert s.first_response is not None and s.first_response.state == "met"
@@ -378,12 +458,14 @@ def test_repeats_are_ignored_and_out_of_order_or_impossible_events_refused() -> 
     with pytest.raises(Conflict) as order:
         apply(clock, ev("paused", ny(2024, 6, 10, 8, 0)))
     assert order.value.field == "at"
-    for events in ([ev("paused", ny(2024, 6, 10, 8, 0))],
-                   [start, ev("started", ny(2024, 6, 10, 9, 5))],
-                   [start, ev("resumed", ny(2024, 6, 10, 9, 5))],
-                   [start, ev("paused", ny(2024, 6, 10, 9, 5)), ev("paused", ny(2024, 6, 10, 9, 6))],
-                   [start, ev("solved", ny(2024, 6, 10, 9, 5)), ev("player_replied", ny(2024, 6, 10, 9, 6))],
-                   [start, ev("reopened", ny(2024, 6, 10, 9, 5))]):
+    for events in (
+        [ev("paused", ny(2024, 6, 10, 8, 0))],
+        [start, ev("started", ny(2024, 6, 10, 9, 5))],
+        [start, ev("resumed", ny(2024, 6, 10, 9, 5))],
+        [start, ev("paused", ny(2024, 6, 10, 9, 5)), ev("paused", ny(2024, 6, 10, 9, 6))],
+        [start, ev("solved", ny(2024, 6, 10, 9, 5)), ev("player_replied", ny(2024, 6, 10, 9, 6))],
+        [start, ev("reopened", ny(2024, 6, 10, 9, 5))],
+    ):
         with pytest.raises(Conflict) as refused:
             replay(events)
         assert refused.value.field == "kind"
@@ -404,18 +486,23 @@ def test_twenty_four_seven_policy_needs_no_calendar() -> None:
 
 
 def test_due_events_see_each_warning_and_breach_once_and_say_when_to_wake() -> None:
-    subjects = [SlaSubject("t1", replay([ev("started", ny(2024, 6, 10, 9, 0))]), POLICY, NYC),
-                SlaSubject("t2", replay([ev("started", ny(2024, 6, 10, 9, 0)),
-                                         ev("responded", ny(2024, 6, 10, 9, 10))]), POLICY, NYC)]
+    subjects = [
+        SlaSubject("t1", replay([ev("started", ny(2024, 6, 10, 9, 0))]), POLICY, NYC),
+        SlaSubject(
+            "t2", replay([ev("started", ny(2024, 6, 10, 9, 0)), ev("responded", ny(2024, 6, 10, 9, 10))]), POLICY, NYC
+        ),
+    ]
     first = due_events(subjects, ny(2024, 6, 10, 9, 20))
     assert first.events == () and first.next_at == ny(2024, 6, 10, 9, 30, 1)  # t1's warning
     warned = due_events(subjects, ny(2024, 6, 10, 9, 45), since=ny(2024, 6, 10, 9, 20))
     assert [(e.key, e.target, e.kind, e.at) for e in warned.events] == [
-        ("t1", "first_response", "warning", ny(2024, 6, 10, 9, 30))]
+        ("t1", "first_response", "warning", ny(2024, 6, 10, 9, 30))
+    ]
     assert warned.next_at == ny(2024, 6, 10, 10, 0, 1)
     later = due_events(subjects, ny(2024, 6, 10, 11, 0), since=ny(2024, 6, 10, 9, 45))
     assert [(e.key, e.target, e.kind, e.due_at) for e in later.events] == [
-        ("t1", "first_response", "breach", ny(2024, 6, 10, 10, 0))]
+        ("t1", "first_response", "breach", ny(2024, 6, 10, 10, 0))
+    ]
     again = due_events(subjects, ny(2024, 6, 10, 11, 0))
     assert later.events[0].event_id in {e.event_id for e in again.events}
     assert due_events(subjects, ny(2024, 6, 10, 11, 5), since=ny(2024, 6, 10, 11, 0)).events == ()
@@ -423,24 +510,38 @@ def test_due_events_see_each_warning_and_breach_once_and_say_when_to_wake() -> N
 
 # ---------------------------------------------------------------------------- configuration
 
+
 def _error_locs(exc: ValidationError) -> list[tuple[Any, ...]]:
     return [e["loc"] for e in exc.errors()]
 
 
-@pytest.mark.parametrize(("doc", "field"), [
-    ({"weekly": [{"weekday": "mon", "start": "22:00", "end": "06:00"}]}, "weekly"),
-    ({"weekly": [{"weekday": 7, "start": "09:00", "end": "17:00"}]}, "weekly"),
-    ({"weekly": [{"weekday": "funday", "start": "09:00", "end": "17:00"}]}, "weekly"),
-    ({"weekly": [{"weekday": 0, "start": "09:00", "end": "13:00"}, {"weekday": 0, "start": "12:00", "end": "17:00"}]},
-     "weekly"),
-    ({"weekly": []}, "weekly"),
-    ({"time_zone": "Mars/Olympus"}, "time_zone"),
-    ({"holidays": ["2024-12-24"], "special_days": {"2024-12-24": []}}, None),
-    ({"colour": "blue"}, "colour"),
-])
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({"weekly": [{"weekday": "mon", "start": "22:00", "end": "06:00"}]}, "weekly"),
+        ({"weekly": [{"weekday": 7, "start": "09:00", "end": "17:00"}]}, "weekly"),
+        ({"weekly": [{"weekday": "funday", "start": "09:00", "end": "17:00"}]}, "weekly"),
+        (
+            {
+                "weekly": [
+                    {"weekday": 0, "start": "09:00", "end": "13:00"},
+                    {"weekday": 0, "start": "12:00", "end": "17:00"},
+                ]
+            },
+            "weekly",
+        ),
+        ({"weekly": []}, "weekly"),
+        ({"time_zone": "Mars/Olympus"}, "time_zone"),
+        ({"holidays": ["2024-12-24"], "special_days": {"2024-12-24": []}}, None),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
 def test_calendar_validation_names_the_field(doc: dict[str, Any], field: str | None) -> None:
-    base = {"calendar_id": "c", "time_zone": "Europe/Malta",
-            "weekly": [{"weekday": 0, "start": "09:00", "end": "17:00"}]}
+    base = {
+        "calendar_id": "c",
+        "time_zone": "Europe/Malta",
+        "weekly": [{"weekday": 0, "start": "09:00", "end": "17:00"}],
+    }
     with pytest.raises(ValidationError) as exc:
         BusinessCalendar.model_validate(base | doc)
     if field is None:
@@ -462,8 +563,14 @@ def test_policy_needs_exactly_one_clock() -> None:
 
 def test_policy_choice_exact_category_then_any_then_default() -> None:
     def pol(pid: str, priority: str, category: str | None) -> dict[str, Any]:
-        return {"policy_id": pid, "name": pid, "priority": priority, "category": category, "twenty_four_seven": True,
-                "targets": {"first_response": 60}}
+        return {
+            "policy_id": pid,
+            "name": pid,
+            "priority": priority,
+            "category": category,
+            "twenty_four_seven": True,
+            "targets": {"first_response": 60},
+        }
 
     doc = {"policies": [pol("any1", "P1", None), pol("pay1", "P1", "payments"), pol("low", "P4", None)]}
     policies = SlaPolicySet.model_validate(doc)
@@ -477,6 +584,7 @@ def test_policy_choice_exact_category_then_any_then_default() -> None:
     with pytest.raises(ValidationError, match="two policies"):
         SlaPolicySet.model_validate({"policies": [pol("a", "P1", None), pol("b", "P1", None)]})
     with pytest.raises(ValidationError, match="unknown calendar_id"):
-        SlaPolicySet.model_validate({"policies": [pol("a", "P1", None) | {"twenty_four_seven": False,
-                                                                           "calendar_id": "nowhere"}]})
+        SlaPolicySet.model_validate(
+            {"policies": [pol("a", "P1", None) | {"twenty_four_seven": False, "calendar_id": "nowhere"}]}
+        )
     assert sla.calendar_for(policies, policies.policies[0]) is TWENTY_FOUR_SEVEN

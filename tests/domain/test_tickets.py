@@ -36,15 +36,27 @@ PLAYER = uuid.UUID("00000000-0000-4000-8000-000000000001")
 
 
 def create(**kw: Any) -> CreateTicket:
-    body = {"ticket_id": uuid.uuid4(), "player_id": PLAYER, "brand": "demo", "channel": "web",
-            "category": "payments", "subject": "Withdrawal pending", "body": "Where is my money?", **kw}
+    body = {
+        "ticket_id": uuid.uuid4(),
+        "player_id": PLAYER,
+        "brand": "demo",
+        "channel": "web",
+        "category": "payments",
+        "subject": "Withdrawal pending",
+        "body": "Where is my money?",
+        **kw,
+    }
     return CreateTicket(TicketCreate.model_validate(body))
 
 
 def msg(kind: str = "agent", visibility: str = "public", mid: uuid.UUID | None = None) -> AddMessage:
     actor = "op-1" if kind == "agent" else str(PLAYER) if kind == "player" else "system:mailer"
-    return AddMessage(MessageCreate.model_validate({"message_id": mid or uuid.uuid4(), "body": "hello",
-                                                    "visibility": visibility, "author_kind": kind}), actor)
+    return AddMessage(
+        MessageCreate.model_validate(
+            {"message_id": mid or uuid.uuid4(), "body": "hello", "visibility": visibility, "author_kind": kind}
+        ),
+        actor,
+    )
 
 
 def update(**kw: Any) -> UpdateTicket:
@@ -155,9 +167,13 @@ def test_attachment_limits() -> None:
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 10
     meta = attachment_meta(uuid.uuid4(), uuid.uuid4(), "../../shot.PNG", "image/png; charset=x", png, T0)
     assert meta.filename == "shot.PNG" and meta.size == len(png)
-    cases = [("a.exe", "application/x-msdownload", png, "content_type"), ("a.exe", "image/png", png, "filename"),
-             ("a.png", "image/png", b"MZ" + b"\x00" * 10, "file"), ("a.txt", "text/plain", b"", "file"),
-             ("a.txt", "text/plain", b"a" * (10 * 1024 * 1024 + 1), "file")]
+    cases = [
+        ("a.exe", "application/x-msdownload", png, "content_type"),
+        ("a.exe", "image/png", png, "filename"),
+        ("a.png", "image/png", b"MZ" + b"\x00" * 10, "file"),
+        ("a.txt", "text/plain", b"", "file"),
+        ("a.txt", "text/plain", b"a" * (10 * 1024 * 1024 + 1), "file"),
+    ]
     for name, ctype, data, field in cases:
         with pytest.raises(InvalidInput) as err:
             attachment_meta(uuid.uuid4(), uuid.uuid4(), name, ctype, data, T0)
@@ -167,8 +183,9 @@ def test_attachment_limits() -> None:
 # ---------------------------------------------------------------------------- properties
 
 commands = st.one_of(
-    st.builds(lambda k, v: msg(k, v), st.sampled_from(["agent", "player", "system"]),
-              st.sampled_from(["public", "internal"])),
+    st.builds(
+        lambda k, v: msg(k, v), st.sampled_from(["agent", "player", "system"]), st.sampled_from(["public", "internal"])
+    ),
     st.builds(lambda s: update(status=s), st.sampled_from(STATUSES)),
     st.builds(lambda p: update(priority=p), st.sampled_from(["P1", "P2", "P3", "P4"])),
     st.just(CloseSolved(days=0)),

@@ -12,12 +12,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from adapters.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.integration.operators import Operators
 
 API_URL = os.environ.get("PITBOSS_API_URL", "http://127.0.0.1:8000/platform/v1")
 API_KEY = os.environ.get("PITBOSS_API_KEY", "local-only-demo-key")
@@ -43,6 +46,16 @@ def stack() -> Iterator[Settings]:
     else:
         pytest.fail(f"the platform API is not healthy: {last}")
     yield Settings()
+
+
+@pytest.fixture(scope="module")
+async def ops(stack: Settings) -> AsyncIterator[Operators]:
+    """Creates operators and logs them in over HTTP (tests/integration/operators.py)."""
+    from tests.integration.operators import Operators
+
+    o = Operators(stack)
+    yield o
+    await o.aclose()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -16,13 +15,6 @@ from adapters.settings import Settings
 from tests.integration.operators import ADMIN, LoggedIn, Operators, problem, register_player
 
 THRESHOLD = 100_000  # cluster/policy/default.yaml: payment.adjust second_approver_above_minor
-
-
-@pytest.fixture(scope="module")
-async def ops(stack: Settings) -> AsyncIterator[Operators]:
-    o = Operators(stack)
-    yield o
-    await o.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +65,7 @@ async def audit_entries(who: LoggedIn, **match: Any) -> list[dict[str, Any]]:
     return [e for e in r.json()["items"] if all(e.get(k) == v for k, v in match.items())]
 
 
-async def test_a_small_adjustment_is_approved_at_once(
-    payments: LoggedIn, compliance: LoggedIn, player: str
-) -> None:
+async def test_a_small_adjustment_is_approved_at_once(payments: LoggedIn, compliance: LoggedIn, player: str) -> None:
     body = adjustment(THRESHOLD)
     r = await request(payments, player, body)
     assert r.status_code == 201, r.text

@@ -4,7 +4,6 @@ brand scope, masking, privilege escalation, API keys, and the audit entries each
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -23,13 +22,6 @@ from tests.integration.operators import (
     session_client,
     session_cookie,
 )
-
-
-@pytest.fixture(scope="module")
-async def ops(stack: Settings) -> AsyncIterator[Operators]:
-    o = Operators(stack)
-    yield o
-    await o.aclose()
 
 
 @pytest.fixture(scope="module")

@@ -72,15 +72,28 @@ def brand() -> str:
 
 
 def create_cmd(player: uuid.UUID | None = None, **kw: Any) -> CreateTicket:
-    body = {"ticket_id": uuid.uuid4(), "player_id": player or uuid.uuid4(), "brand": brand(), "channel": "web",
-            "category": "payments", "subject": "Withdrawal pending", "body": "Where is my money?", **kw}
+    body = {
+        "ticket_id": uuid.uuid4(),
+        "player_id": player or uuid.uuid4(),
+        "brand": brand(),
+        "channel": "web",
+        "category": "payments",
+        "subject": "Withdrawal pending",
+        "body": "Where is my money?",
+        **kw,
+    }
     return CreateTicket(TicketCreate.model_validate(body))
 
 
-def msg(kind: str = "agent", visibility: str = "public", mid: uuid.UUID | None = None,
-        body: str = "hello") -> AddMessage:
-    return AddMessage(MessageCreate.model_validate({"message_id": mid or uuid.uuid4(), "body": body,
-                                                    "visibility": visibility, "author_kind": kind}), "op-1")
+def msg(
+    kind: str = "agent", visibility: str = "public", mid: uuid.UUID | None = None, body: str = "hello"
+) -> AddMessage:
+    return AddMessage(
+        MessageCreate.model_validate(
+            {"message_id": mid or uuid.uuid4(), "body": body, "visibility": visibility, "author_kind": kind}
+        ),
+        "op-1",
+    )
 
 
 async def created(store: TicketStore, cmd: CreateTicket, at: datetime = T0) -> Ticket:
@@ -185,10 +198,17 @@ async def test_timeline_is_newest_first_and_pages_with_a_cursor(store: TicketSto
     assert len({i.item_id for i in everything}) == 6
     # A ticket and its first message share a time; their order within that time is the id's.
     by_time = [(i.at, i.kind) for i in everything]
-    assert sorted(by_time, reverse=True) == sorted([
-        (T0 + timedelta(minutes=3), "ticket"), (T0 + timedelta(minutes=3), "message"),
-        (T0 + timedelta(minutes=2), "message"), (T0 + timedelta(minutes=1), "message"),
-        (T0, "ticket"), (T0, "message")], reverse=True)
+    assert sorted(by_time, reverse=True) == sorted(
+        [
+            (T0 + timedelta(minutes=3), "ticket"),
+            (T0 + timedelta(minutes=3), "message"),
+            (T0 + timedelta(minutes=2), "message"),
+            (T0 + timedelta(minutes=1), "message"),
+            (T0, "ticket"),
+            (T0, "message"),
+        ],
+        reverse=True,
+    )
     newest_ticket = next(i for i in everything[:2] if i.kind == "ticket")
     assert newest_ticket.ticket_id == t2.ticket_id and newest_ticket.summary == "Bonus missing"
     assert everything[2].visibility == "internal"
