@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import random
 import sys
 import time
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from benchmarks.common import Report, host_note, percentile
+from benchmarks.common import Report, host_note, percentile, rss_bytes
 from domain.kb_search import STOP_WORDS, KbIndex
 from schemas.kb import ArticleDoc, SearchQuery
 
@@ -170,17 +171,6 @@ def _queries(opts: KbOptions, docs: list[ArticleDoc], langs: dict[str, _Language
     return out
 
 
-def _rss_kib() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def measure(opts: KbOptions) -> Report:
     report = Report(
         "kb",
@@ -194,14 +184,14 @@ def measure(opts: KbOptions) -> Report:
     body_words = sum(len(d.body.split()) for d in docs)
 
     gc.collect()
-    rss_before = _rss_kib()
+    rss_before = rss_bytes(os.getpid()) // 1024
     idx = KbIndex()
     t0 = time.perf_counter()
     for d in docs:
         idx.upsert(d)
     build = time.perf_counter() - t0
     gc.collect()
-    rss_after = _rss_kib()
+    rss_after = rss_bytes(os.getpid()) // 1024
     stats = idx.stats()
 
     clock = time.perf_counter_ns

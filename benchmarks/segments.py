@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import time
 import uuid
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import Report, host_note, percentile
+from benchmarks.common import Report, host_note, percentile, rss_bytes
 from domain.segments import FeatureMatrix, Membership, count, evaluate, parse_rule, preview
 from schemas.features import AGE_BANDS, DEVICES, LIFECYCLE_STAGES, MAX_BYTES_PER_PLAYER
 
@@ -214,17 +215,6 @@ def synthetic_columns(n: int, seed: int) -> dict[str, Any]:
     }
 
 
-def _rss_kib() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def measure(opts: SegmentsOptions) -> Report:
     n = opts.players
     report = Report(
@@ -236,14 +226,14 @@ def measure(opts: SegmentsOptions) -> Report:
     generated = time.perf_counter() - t0
 
     gc.collect()
-    rss0 = _rss_kib()
+    rss0 = rss_bytes(os.getpid()) // 1024
     matrix = FeatureMatrix(capacity=1024)
     t0 = time.perf_counter()
     matrix.bulk_load(ids, columns)
     build = time.perf_counter() - t0
     del columns
     gc.collect()
-    rss1 = _rss_kib()
+    rss1 = rss_bytes(os.getpid()) // 1024
 
     rule = parse_rule(SEGMENT)
     evaluate(rule, matrix, NOW)  # warm
