@@ -18,13 +18,15 @@ from domain.errors import NotFound, PitbossError, Unauthorized
 from serve_apps.backoffice import deps
 from serve_apps.backoffice.deps import Public
 from serve_apps.backoffice.runtime import BackOffice
-from serve_apps.dashboard import pages, pages_auth
+from serve_apps.dashboard import pages, pages_auth, pages_chat, pages_kb, pages_segments, pages_tickets
 from serve_apps.dashboard.render import STATIC, VENDORED, page, redirect
 from serve_apps.middleware import PitbossMiddleware
 
 app = FastAPI(title="Pitboss dashboard", version="1", docs_url=None, redoc_url=None, openapi_url=None)
 app.include_router(pages_auth.router)
 app.include_router(pages.router)
+for module in (pages_tickets, pages_chat, pages_kb, pages_segments):
+    app.include_router(module.router)
 app.add_middleware(PitbossMiddleware, app_name="dashboard", max_body_bytes=256 * 1024)
 
 

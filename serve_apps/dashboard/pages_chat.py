@@ -1,0 +1,7 @@
+"""Dashboard pages: chat."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,7 @@
+"""Help desk: chat routes (`/helpdesk/v1`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

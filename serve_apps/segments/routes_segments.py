@@ -1,0 +1,7 @@
+"""Segmentation: segments routes (`/segments/v1`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
