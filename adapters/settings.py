@@ -81,6 +81,91 @@ class Settings(BaseSettings):
     audit_anchor_every: int = Field(default=1000, ge=1)
     audit_anchor_seconds: float = Field(default=60.0, gt=0)
 
+    # --- Help desk: tickets, routing, presence, phone webhook ---
+    # Teams and routing rules (YAML, schemas/helpdesk_routing.py); the packaged
+    # cluster/helpdesk/routing.yaml when empty.
+    helpdesk_routing_file: str = ""
+    # An agent whose dashboard stopped sending heartbeats for this long is no longer available.
+    helpdesk_presence_ttl_seconds: int = Field(default=90, ge=10)
+    # Shared secret of the telephony provider's webhook signatures (HMAC-SHA256). Local-only default.
+    phone_webhook_secret: str = "local-only-phone-webhook-secret"
+    # A signed phone event older or newer than this is refused (replay protection).
+    phone_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+
+    # --- Help desk email channel (serve_apps/helpdesk_mail) ---
+    # Outbound relay for agents' replies. Local-only default: the stack's mail sink on loopback.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=2526, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Attempts per reply (exponential backoff with jitter between them) before it is dead-lettered.
+    smtp_max_attempts: int = Field(default=4, ge=1, le=20)
+    smtp_backoff_seconds: float = Field(default=1.0, gt=0)
+    # The help desk's address (From of replies). Local-only default.
+    helpdesk_mail_from: str = "support@help.pitboss.local"
+    helpdesk_mail_from_name: str = "Support"
+    # Right side of the Message-IDs Pitboss writes. Local-only default.
+    helpdesk_mail_domain: str = "help.pitboss.local"
+    # "brand:domain,..." recipient domains the listener accepts and the brand of the tickets they open.
+    # Local-only default.
+    helpdesk_mail_brands: str = "demo:help.pitboss.local"
+    # The inbound SMTP listener (behind the organisation's MTA); loopback by default.
+    smtp_inbound_host: str = "127.0.0.1"
+    smtp_inbound_port: int = Field(default=2525, ge=1, le=65535)
+    smtp_inbound_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    smtp_inbound_max_recipients: int = Field(default=50, ge=1)
+    # authserv-id of the MTA in front of the listener: only its Authentication-Results header counts,
+    # and a dmarc=fail there is refused (550). Empty: no header is trusted, nothing is refused for DMARC.
+    smtp_trusted_authserv_id: str = "mx.pitboss.local"
+    # The durable queue of ticket.message_added events that the mail gateway sends replies from.
+    helpdesk_mail_queue: str = "pitboss.helpdesk-mail"
+
+    # --- Help desk live chat (serve_apps/helpdesk/routes_chat.py) ---
+    # Lifetime of the token a player's browser opens its chat socket with; the platform asks for a
+    # new one (POST /helpdesk/v1/chat/sessions, same chat_id) when it runs out. The token is signed
+    # with a key derived from secret_key.
+    chat_token_seconds: int = Field(default=15 * 60, ge=30, le=24 * 3600)
+    # Longest chat line in characters (a line becomes a ticket message, whose limit is 20000).
+    chat_max_message_chars: int = Field(default=2000, ge=1, le=20_000)
+    # Chat lines one socket may send: sustained per second, and in a burst.
+    chat_rate_per_second: float = Field(default=5.0, gt=0)
+    chat_rate_burst: int = Field(default=20, ge=1)
+
+    # --- Segmentation service (serve_apps/segments) ---
+    # How long the service waits for the region's segment engine (preview, materialise, membership).
+    segments_call_timeout_seconds: float = Field(default=20.0, gt=0)
+    # Most rows one CSV export streams; a larger segment is refused with 422 (split it first).
+    segments_export_max_rows: int = Field(default=1_000_000, ge=1)
+    # Most members `GET /experiments/{key}/split` reads to count the groups.
+    segments_split_max_members: int = Field(default=2_000_000, ge=1)
+
+    # --- Help desk SLA (actors/helpdesk_sla.py) ---
+    # SLA policies and business calendars (YAML, an SlaPolicySet of schemas/helpdesk_sla.py); the
+    # packaged cluster/helpdesk/sla.yaml when empty. A file that does not validate stops the start.
+    helpdesk_sla_file: str = ""
+    # Seconds between two scans of the open SLA clocks by the region's scheduler actor.
+    helpdesk_sla_scan_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # A solved ticket is closed this many days after it was solved (0: at the next scan).
+    helpdesk_autoclose_days: int = Field(default=7, ge=0, le=365)
+    # Team a ticket is reassigned to when one of its SLA targets is breached (its assignee is kept);
+    # empty: the ticket keeps its team and is only tagged and announced.
+    helpdesk_sla_escalation_team: str = "supervisors"
+    # Supervisor alerts kept per brand in the Redis list pitboss:helpdesk:alerts:<brand> (newest first).
+    helpdesk_sla_alerts_max: int = Field(default=1000, ge=1, le=100_000)
+    # "brand,brand": the brands this region's scheduler watches; empty: every brand.
+    helpdesk_sla_brands: str = ""
+
+    # --- Help desk knowledge base, reply templates, KPIs (serve_apps/helpdesk/kb.py) ---
+    # Seconds between two polls of the article change log by each replica: the fallback when a
+    # Redis announcement was missed, so two replicas agree within about this long.
+    kb_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # Public FAQ requests (search and article reads together) one client address may make per minute.
+    faq_rate_per_minute: int = Field(default=120, ge=1)
+    # Most tickets one KPI request reads (the period's and the backlog); a larger scan is refused (422).
+    kpi_max_tickets: int = Field(default=50_000, ge=1)
+
     def trusted_networks(self) -> list[IPv4Network | IPv6Network]:
         return [ip_network(p.strip(), strict=False) for p in self.trusted_proxies.split(",") if p.strip()]
 

@@ -1,0 +1,698 @@
+"""The help desk's use cases, shared by the helpdesk API, the dashboard pages, the chat, the phone
+webhook and the email gateway. Each checks who acts (`Actor`) on what, decides with
+`domain.tickets` / `domain.routing`, commits through `TicketStore`, then does what follows a
+commit: indexes (agents' loads), SLA clocks, the bus, the audit record.
+
+Decisions:
+
+- One `HelpDesk` per replica, built lazily from the bound `BackOffice` (`helpdesk()`).
+- Actors: an agent carries their `Operator` (policy on the ticket's brand, and on the player's
+  brand and jurisdiction when their scope is not every jurisdiction; every action audited); a
+  player acts through the platform's brand API key (`brand` set: only that brand's tickets and
+  players); `system` is a channel (email gateway, phone webhook) speaking for a player.
+- A new ticket goes to a team by (category, language) (`domain.routing`) and, when someone can
+  take it, to the least-loaded available agent of that team: both decided before the commit, so
+  the ticket is stored assigned in one write.
+- After a commit: agents' loads, then SLA clocks, then the events; the events of a retried create
+  or message are published again (their ids are derived from the ticket and message ids, so a
+  consumer applies them once). A failure after the commit answers 503: the caller retries the
+  same request and the retry finishes the work. Updates publish best effort (logged).
+- Events (`bo.bus`, routing key = type): ticket.created, ticket.message_added,
+  ticket.status_changed, ticket.assigned. The envelope's player_id is the nil UUID for a ticket
+  not yet linked to a player (an email from an unknown sender); the payload says null.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import importlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, is_dataclass, replace
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol, cast
+from uuid import UUID, uuid5
+
+import yaml
+from fastapi import Depends
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from adapters.cassandra.helpdesk_routing import HelpdeskRoutingStore
+from adapters.cassandra.tickets import MAX_PAGE, TicketStore
+from adapters.redis_presence import Presence, PresenceStore
+from adapters.settings import Settings
+from domain import routing as routing_rules
+from domain import tickets as rules
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, PitbossError, Unavailable
+from domain.policy import ALL, Resource, Subject
+from domain.tickets import Ticket
+from schemas.events import PitbossEvent
+from schemas.helpdesk_routing import AgentPublic, PresenceUpdate, RoutingConfig
+from schemas.helpdesk_sla import SlaEvent
+from schemas.operators import OperatorPublic
+from schemas.tickets import (
+    STATUSES,
+    AttachmentMeta,
+    MessageCreate,
+    MessagePublic,
+    Status,
+    TicketCreate,
+    TicketPublic,
+    TicketUpdate,
+    TimelineItem,
+)
+from serve_apps.backoffice import auditing
+from serve_apps.backoffice.deps import Operator, authorize, backoffice
+from serve_apps.backoffice.runtime import BackOffice
+
+log = logging.getLogger("pitboss.helpdesk")
+
+TICKET_CREATED = "ticket.created"
+TICKET_MESSAGE_ADDED = "ticket.message_added"
+TICKET_STATUS_CHANGED = "ticket.status_changed"
+TICKET_ASSIGNED = "ticket.assigned"
+EVENT_TYPES = (TICKET_CREATED, TICKET_MESSAGE_ADDED, TICKET_STATUS_CHANGED, TICKET_ASSIGNED)
+_EVENTS = UUID("0b5e3c52-7d0e-4f6c-a8f5-3c1f2d9e6a41")  # namespace of ticket event ids
+NO_PLAYER = UUID(int=0)
+DEFAULT_ROUTING = "helpdesk/routing.yaml"  # inside the `cluster` package
+ACTIVE_STATUSES: tuple[Status, ...] = ("new", "open", "pending", "on_hold")
+
+
+# ---------------------------------------------------------------------------- who acts
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts: an agent (with their Operator), a player (through the platform's brand key), or a
+    channel (`system`: email gateway, phone webhook). `brand` limits a player or system actor to
+    one brand's tickets (the brand of the API key); None for agents (their scope is the policy's)."""
+
+    kind: Literal["agent", "player", "system"]
+    id: str
+    operator: Operator | None = None
+    brand: str | None = None
+
+    @classmethod
+    def agent(cls, op: Operator) -> Actor:
+        return cls("agent", op.id, op)
+
+
+# ---------------------------------------------------------------------------- views
+
+
+class TicketView(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ticket: TicketPublic
+    messages: list[MessagePublic]
+    attachments: list[AttachmentMeta]
+    sla: dict[str, Any] | None
+
+
+class QueueItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ticket: TicketPublic
+    sla: dict[str, Any] | None
+
+
+class QueuePage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    items: list[QueueItem]
+    next_cursor: str | None
+
+
+class HistoryPage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    items: list[TimelineItem]
+    next_cursor: str | None
+
+
+def sla_json(status: Any) -> dict[str, Any] | None:
+    """An SLA status (the SLA clocks' dataclass) as JSON-ready data."""
+    if status is None:
+        return None
+    raw = asdict(status) if is_dataclass(status) and not isinstance(status, type) else dict(status)
+    return cast(dict[str, Any], json.loads(json.dumps(raw, default=_json_default)))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+# ---------------------------------------------------------------------------- SLA clocks (SLA helper's adapter)
+
+
+class SlaPort(Protocol):
+    async def record(self, ticket: Ticket, events: Sequence[SlaEvent]) -> None: ...
+
+    async def status(self, ticket: Ticket, now: datetime) -> Any: ...
+
+    async def statuses(self, tickets: Sequence[Ticket], now: datetime) -> dict[UUID, Any]: ...
+
+
+def _sla_clocks(bo: BackOffice) -> SlaPort | None:
+    """The SLA clocks over the configured policies; None (and logged) while they are not installed."""
+    try:
+        clocks = importlib.import_module("adapters.cassandra.sla_clocks")
+        config = importlib.import_module("adapters.sla_config")
+    except ImportError:
+        log.warning("SLA clocks are not installed: tickets are served without SLA status")
+        return None
+    return cast(SlaPort, clocks.SlaClocks(bo.session, config.load_sla_policies(bo.settings)))
+
+
+# ---------------------------------------------------------------------------- routing file
+
+
+class RoutingFileError(ValueError):
+    """The routing file cannot be read or validated; the message names the part."""
+
+
+def parse_routing(text: str, source: str) -> RoutingConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RoutingFileError(f"{source}: not valid YAML: {exc}") from exc
+    try:
+        return RoutingConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {str(e['msg']).removeprefix('Value error, ')}"
+                    for e in exc.errors(include_url=False)]
+        raise RoutingFileError(f"{source}: invalid routing: " + "; ".join(problems)) from exc
+
+
+def load_routing(settings: Settings) -> RoutingConfig:
+    """`PITBOSS_HELPDESK_ROUTING_FILE`, else the packaged cluster/helpdesk/routing.yaml."""
+    path = settings.helpdesk_routing_file
+    if not path:
+        source = resources.files("cluster").joinpath(DEFAULT_ROUTING)
+        return parse_routing(source.read_text(encoding="utf-8"), f"cluster/{DEFAULT_ROUTING}")
+    try:
+        return parse_routing(Path(path).read_text(encoding="utf-8"), path)
+    except OSError as exc:
+        raise RoutingFileError(f"{path}: cannot read the routing file: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def now_ms() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _event_id(*parts: object) -> UUID:
+    return uuid5(_EVENTS, ":".join(str(p) for p in parts))
+
+
+def _dump(t: Ticket) -> dict[str, Any]:
+    return t.public().model_dump(mode="json", exclude={"message_count"})
+
+
+def _ticket_resource(t: Ticket) -> Resource:
+    return Resource(kind="ticket", id=str(t.ticket_id), brand=t.brand)
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _unb64(cursor: str) -> dict[str, Any]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("not a cursor this list gave out", field="cursor") from exc
+    if not isinstance(value, dict):
+        raise InvalidInput("not a cursor this list gave out", field="cursor")
+    return value
+
+
+def _store_cursor(t: Ticket) -> str:
+    # The ticket store's queue cursor (day, ms, id) positioned at `t`: the merged queue resumes
+    # each (brand, status) stream right after the last ticket it showed from it.
+    at = t.created_at.astimezone(UTC)
+    return _b64({"day": at.strftime("%Y-%m-%d"), "at": int(at.timestamp() * 1000), "id": str(t.ticket_id)})
+
+
+# ---------------------------------------------------------------------------- the help desk
+
+
+class HelpDesk:
+    """Built once per replica (the constructor blocks on statement prepares: build it in a thread)."""
+
+    def __init__(self, bo: BackOffice, routing: RoutingConfig | None = None) -> None:
+        self.bo = bo
+        self.settings = bo.settings
+        self.tickets = TicketStore(bo.session)
+        self.routes = HelpdeskRoutingStore(bo.session)
+        self.presence = PresenceStore(bo.redis, bo.settings.helpdesk_presence_ttl_seconds)
+        self.routing = routing or load_routing(bo.settings)
+        self.sla: SlaPort | None = _sla_clocks(bo)
+
+    # ------------------------------------------------------------------ checks
+
+    async def _player(self, player_id: UUID, actor: Actor, permission: str) -> Resource:
+        """The player as the policy sees them (NotFound field player_id when unknown); checks the
+        actor may act on them."""
+        if self.bo.players is None:
+            raise Unavailable("players are not served here")
+        state = await self.bo.players.read(player_id, actor.brand if actor.kind != "agent" else None)
+        resource = Resource(kind="player", id=str(player_id), brand=state["brand"],
+                            jurisdiction=(state.get("profile") or {}).get("country"),
+                            vip_manager=None)
+        if actor.operator is not None:
+            await authorize(self.bo, actor.operator, permission, resource, target_id=str(player_id))
+        return resource
+
+    async def _may(self, t: Ticket, actor: Actor, permission: str) -> None:
+        """Refuse (403, audited for agents) an actor outside the ticket's brand or the player's scope."""
+        if actor.kind != "agent":
+            if actor.brand is not None and actor.brand != t.brand:
+                raise NotFound(f"no ticket {t.ticket_id}", field="ticket_id")
+            if actor.kind == "player" and t.player_id is not None and actor.id not in ("", str(t.player_id)):
+                raise NotFound(f"no ticket {t.ticket_id}", field="ticket_id")
+            return
+        op = actor.operator
+        if op is None:
+            raise Forbidden("an agent acts with their operator session")
+        await authorize(self.bo, op, permission, _ticket_resource(t))
+        if t.player_id is not None and ALL not in op.subject.jurisdictions:
+            # The jurisdiction is the player's: read it only for operators limited to some.
+            with contextlib.suppress(NotFound):
+                await self._player(t.player_id, actor, permission)
+
+    async def _audit(self, actor: Actor, action: str, t: Ticket, before: dict[str, Any] | None = None,
+                     after: dict[str, Any] | None = None) -> None:
+        if actor.operator is not None:
+            await auditing.record(self.bo, actor.operator, action, target_kind="ticket", target_id=str(t.ticket_id),
+                                  brand=t.brand, before=before, after=after)
+
+    async def _audit_failure(self, actor: Actor, action: str, target: str, brand: str | None,
+                             exc: PitbossError) -> None:
+        if actor.operator is not None and not isinstance(exc, Forbidden):  # a denial is audited by authorize
+            await auditing.record(self.bo, actor.operator, action, target_kind="ticket", target_id=target,
+                                  brand=brand, outcome="failed", reason=exc.detail[:500])
+
+    # ------------------------------------------------------------------ routing
+
+    def _teams_of(self, p: Presence) -> frozenset[str]:
+        return frozenset(p.teams)
+
+    async def pick_agent(self, team: str) -> str | None:
+        """The least-loaded available agent of `team` now, or None."""
+        if not self.routing.auto_assign:
+            return None
+        online = [p for p in await self.presence.online() if p.status == "available" and team in p.teams]
+        if not online:
+            return None
+        loads = await self.routes.loads([p.agent_id for p in online])
+        agents = [routing_rules.AgentState(p.agent_id, p.status, loads[p.agent_id], self._teams_of(p),
+                                           p.last_assigned_at) for p in online]
+        return routing_rules.choose_agent(agents, team, self.routing)
+
+    # ------------------------------------------------------------------ after a commit
+
+    async def _publish(self, events: Sequence[PitbossEvent]) -> None:
+        if events:
+            await asyncio.gather(*(self.bo.bus.publish(e) for e in events))
+
+    def _envelope(self, t: Ticket, type_: str, event_id: UUID, at: datetime, payload: dict[str, Any]) -> PitbossEvent:
+        return PitbossEvent(event_id=event_id, type=type_, occurred_at=at, player_id=t.player_id or NO_PLAYER,
+                            brand=t.brand, payload={"ticket_id": str(t.ticket_id), "brand": t.brand,
+                                                    "player_id": str(t.player_id) if t.player_id else None, **payload})
+
+    def _created_event(self, t: Ticket) -> PitbossEvent:
+        return self._envelope(t, TICKET_CREATED, _event_id(t.ticket_id, "created"), t.created_at, {
+            "channel": t.channel, "category": t.category, "priority": t.priority, "status": t.status,
+            "team": t.team, "assignee": t.assignee, "subject": t.subject, "language": t.language,
+            "sender_email": t.sender_email,
+        })
+
+    def _message_event(self, t: Ticket, m: MessagePublic) -> PitbossEvent:
+        return self._envelope(t, TICKET_MESSAGE_ADDED, _event_id("message", m.message_id), m.created_at, {
+            "message_id": str(m.message_id), "channel": t.channel, "visibility": m.visibility,
+            "author_kind": m.author_kind, "author_id": m.author_id,
+        })
+
+    def _bus_events(self, after: Ticket, events: Sequence[rules.Event]) -> list[PitbossEvent]:
+        out: list[PitbossEvent] = []
+        for e in events:
+            if isinstance(e, rules.TicketCreated):
+                out.append(self._created_event(after))
+                out.append(self._message_event(after, e.message))
+            elif isinstance(e, rules.MessageAdded):
+                out.append(self._message_event(after, e.message))
+            elif isinstance(e, rules.StatusChanged):
+                out.append(self._envelope(after, TICKET_STATUS_CHANGED, _event_id(after.ticket_id, after.version,
+                                                                                  "status"), e.at,
+                                          {"old": e.old, "new": e.new, "version": after.version, "actor": e.actor}))
+            elif isinstance(e, rules.Assigned):
+                out.append(self._envelope(after, TICKET_ASSIGNED, _event_id(after.ticket_id, after.version,
+                                                                            "assigned"), e.at,
+                                          {"team": e.team, "assignee": e.assignee, "version": after.version,
+                                           "actor": e.actor}))
+        return out
+
+    async def _after_commit(self, before: Ticket | None, after: Ticket, events: Sequence[rules.Event],
+                            strict: bool) -> None:
+        """Loads, SLA clocks, the bus. `strict`: a failure answers 503 (the caller's retry redoes it)."""
+        try:
+            await self.routes.index(before, after)
+            if self.sla is not None:
+                sla = rules.sla_events(events)
+                if sla:
+                    await self.sla.record(after, sla)
+            await self._publish(self._bus_events(after, events))
+        except PitbossError:
+            raise
+        except Exception as exc:
+            log.warning("ticket %s committed but its follow-up failed: %s", after.ticket_id, exc, exc_info=True)
+            if strict:
+                raise Unavailable("the ticket is stored but not yet fully processed: retry the same request") from exc
+
+    # ------------------------------------------------------------------ use cases
+
+    async def create_ticket(self, body: TicketCreate, actor: Actor) -> tuple[TicketPublic, bool]:
+        """(ticket, created). A retry with the same ticket_id returns the first ticket (False)."""
+        if actor.brand is not None and actor.brand != body.brand:
+            raise Forbidden(f"this API key is for brand {actor.brand}", field="brand")
+        if actor.kind == "agent" and actor.operator is None:
+            raise Forbidden("an agent acts with their operator session")
+        try:
+            if body.player_id is not None:
+                player = await self._player(body.player_id, actor, "ticket.write")
+                if player.brand != body.brand:
+                    raise InvalidInput(f"player {body.player_id} is a player of brand {player.brand}", field="brand")
+            elif actor.operator is not None:
+                await authorize(self.bo, actor.operator, "ticket.write",
+                                Resource(kind="ticket", id=str(body.ticket_id), brand=body.brand))
+            author = actor.id if actor.kind == "agent" else None
+            ticket, events = rules.apply(None, rules.CreateTicket(body, author), now_ms())
+            message = rules.message_of(events)
+            assert message is not None
+            team = routing_rules.team_for(self.routing, body.category, body.language)
+            assignee = await self.pick_agent(team)
+            ticket = replace(ticket, team=team, assignee=assignee)
+            routed = rules.Assigned(ticket.ticket_id, ticket.created_at, "system:routing", team, assignee)
+            events = (*events, routed)
+            created = await self.tickets.create(ticket, message)
+        except PitbossError as exc:
+            await self._audit_failure(actor, "ticket.create", str(body.ticket_id), body.brand, exc)
+            raise
+        if not created:
+            stored = await self.tickets.get(body.ticket_id)
+            if stored.brand != body.brand or stored.player_id != body.player_id:
+                raise Conflict(f"ticket {body.ticket_id} already exists with other details", field="ticket_id")
+            # Finish what the first attempt may not have: the same events, the same SLA ids.
+            _, replayed = rules.apply(None, rules.CreateTicket(body, author), stored.created_at)
+            first = rules.message_of(replayed)
+            redo: list[rules.Event] = [*rules.sla_events(replayed)]
+            if first is not None:
+                redo.append(rules.MessageAdded(stored.ticket_id, stored.created_at, author, first))
+            await self._after_commit(None, stored, redo, strict=True)
+            await self._publish([self._created_event(stored)])
+            return stored.public(), False
+        if assignee is not None:
+            await self.presence.assigned(assignee, ticket.created_at)
+        await self._after_commit(None, ticket, events, strict=True)
+        await self._audit(actor, "ticket.create", ticket, after=_dump(ticket))
+        return ticket.public(), True
+
+    async def _load(self, ticket_id: UUID, actor: Actor, permission: str) -> Ticket:
+        t = await self.tickets.get(ticket_id)
+        await self._may(t, actor, permission)
+        return t
+
+    def _author(self, t: Ticket, body: MessageCreate, actor: Actor) -> str | None:
+        kind = body.author_kind
+        if actor.kind == "agent":
+            if kind != "agent":
+                raise InvalidInput("an agent writes as an agent", field="author_kind")
+            return actor.id
+        if kind == "agent":
+            raise InvalidInput("only an agent writes as an agent", field="author_kind")
+        if actor.kind == "player" and kind != "player":
+            raise InvalidInput("a player writes as the player", field="author_kind")
+        if kind == "player":
+            return str(t.player_id) if t.player_id is not None else (t.sender_email or actor.id)
+        return actor.id
+
+    async def add_message(self, ticket_id: UUID, body: MessageCreate, actor: Actor) -> MessagePublic:
+        """A public reply or an internal note (idempotent by message_id; 409 on a closed ticket)."""
+        try:
+            before = await self._load(ticket_id, actor, "ticket.write")
+            author = self._author(before, body, actor)
+            if body.attachments:
+                known = {a.attachment_id for a in await self.tickets.attachments(ticket_id)}
+                missing = [a for a in body.attachments if a not in known]
+                if missing:
+                    raise InvalidInput(f"no attachment {missing[0]} on this ticket: upload it first",
+                                       field="attachments")
+            after, events = rules.apply(before, rules.AddMessage(body, author), now_ms())
+        except PitbossError as exc:
+            await self._audit_failure(actor, "ticket.message", str(ticket_id), None, exc)
+            raise
+        message = rules.message_of(events)
+        if message is None:
+            # A retry: the stored message, and its event again (same id: applied once downstream).
+            stored = next((m for m in await self.tickets.messages(before) if m.message_id == body.message_id), None)
+            if stored is None:
+                raise Conflict(f"message {body.message_id} is being written: retry", field="message_id")
+            await self._after_commit(before, before, [rules.MessageAdded(before.ticket_id, stored.created_at,
+                                                                         stored.author_id, stored)], strict=True)
+            return stored
+        await self.tickets.add_message(before, after, message)
+        await self._after_commit(before, after, events, strict=True)
+        action = "ticket.note" if message.visibility == "internal" else "ticket.reply"
+        await self._audit(actor, action, after, before={"status": before.status},
+                          after={"status": after.status, "message_id": str(message.message_id),
+                                 "visibility": message.visibility})
+        return message
+
+    async def update_ticket(self, ticket_id: UUID, body: TicketUpdate, actor: Actor) -> TicketPublic:
+        """Status, priority, category, team, assignee, tags; a stale `version` is refused (409)."""
+        try:
+            before = await self._load(ticket_id, actor, "ticket.write")
+            assigning = body.team is not None or "assignee" in body.model_fields_set
+            if assigning:
+                await self._check_assignment(before, body, actor)
+            actor_id = actor.id if actor.kind == "agent" else f"{actor.kind}:{actor.id}"
+            after, events = rules.apply(before, rules.UpdateTicket(body, actor_id), now_ms())
+            if after.version != before.version:
+                await self.tickets.update(before, after)
+        except PitbossError as exc:
+            await self._audit_failure(actor, "ticket.update", str(ticket_id), None, exc)
+            raise
+        if after.version == before.version:
+            return before.public()
+        if after.assignee is not None and after.assignee != before.assignee:
+            await self.presence.assigned(after.assignee, after.updated_at)
+        await self._after_commit(before, after, events, strict=False)
+        await self._audit(actor, "ticket.update", after, before=_dump(before), after=_dump(after))
+        return after.public()
+
+    async def _check_assignment(self, t: Ticket, body: TicketUpdate, actor: Actor) -> None:
+        if body.team is not None and self.routing.team(body.team) is None:
+            raise InvalidInput(f"no team {body.team} in the routing configuration", field="team")
+        self_take = (body.team is None and body.assignee is not None and body.assignee == actor.id)
+        if actor.operator is not None and not self_take:
+            # Taking a ticket for oneself is answering it; handing it to others is assigning.
+            await authorize(self.bo, actor.operator, "ticket.assign", _ticket_resource(t))
+        if body.assignee is not None and body.assignee != t.assignee:
+            try:
+                target = await self.bo.identity.get_operator(UUID(body.assignee))
+            except (ValueError, NotFound) as exc:
+                raise InvalidInput(f"no operator {body.assignee}", field="assignee") from exc
+            subject = routing_subject(target)
+            if not self.bo.policy.decide(subject, "ticket.write", _ticket_resource(t)).allowed:
+                raise InvalidInput(f"operator {target.username} may not work this ticket", field="assignee")
+
+    async def get_ticket(self, ticket_id: UUID, actor: Actor) -> TicketView:
+        """The ticket, its conversation (internal notes hidden from players), attachments and SLA."""
+        t = await self._load(ticket_id, actor, "ticket.read")
+        messages, attachments, sla = await asyncio.gather(
+            self.tickets.messages(t), self.tickets.attachments(ticket_id), self._sla_of(t))
+        if actor.kind != "agent":
+            messages = [m for m in messages if m.visibility == "public"]
+            shown = {a for m in messages for a in m.attachments}
+            attachments = [a for a in attachments if a.attachment_id in shown]
+        await self._audit(actor, "ticket.read", t)
+        return TicketView(ticket=t.public(), messages=messages, attachments=attachments, sla=sla)
+
+    async def _sla_of(self, t: Ticket) -> dict[str, Any] | None:
+        if self.sla is None:
+            return None
+        try:
+            return sla_json(await self.sla.status(t, datetime.now(UTC)))
+        except PitbossError:
+            return None
+
+    async def queue(self, actor: Actor, *, statuses: Sequence[Status] = ACTIVE_STATUSES,
+                    brand: str | None = None, team: str | None = None, assignee: str | None = None,
+                    cursor: str | None = None, limit: int = 50) -> QueuePage:
+        """Tickets newest first over the statuses and brands asked (the operator's brands when none).
+        Team and assignee filter the page (it may come back shorter, with a cursor still given)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit is 1 to {MAX_PAGE}", field="limit")
+        bad = [s for s in statuses if s not in STATUSES]
+        if bad or not statuses:
+            raise InvalidInput(f"status is one of {', '.join(STATUSES)}", field="status")
+        brands = await self._brands(actor, brand)
+        streams = [f"{b}|{s}" for b in brands for s in dict.fromkeys(statuses)]
+        state: dict[str, str | None]
+        if cursor:
+            raw = _unb64(cursor)
+            if set(raw) != set(streams) or not all(v is None or isinstance(v, str) for v in raw.values()):
+                raise InvalidInput("not a cursor of this list (filters changed?)", field="cursor")
+            state = {k: raw[k] for k in streams}
+        else:
+            state = dict.fromkeys(streams, "")
+        live = [k for k, v in state.items() if v is not None]
+        pages = await asyncio.gather(*(self.tickets.queue(k.split("|", 1)[0], k.split("|", 1)[1],
+                                                          state[k] or None, limit) for k in live))
+        merged = sorted(((t, k) for k, (ts, _) in zip(live, pages, strict=True) for t in ts),
+                        key=lambda x: (x[0].created_at, x[0].ticket_id.int), reverse=True)[:limit]
+        taken: dict[str, Ticket] = {}
+        for t, k in merged:
+            taken[k] = t  # the last (oldest) shown of each stream
+        nxt: dict[str, str | None] = dict(state)
+        for k, (ts, store_next) in zip(live, pages, strict=True):
+            shown_all = all(any(t is x for x, _ in merged) for t in ts)
+            if shown_all:
+                nxt[k] = store_next
+            elif k in taken:
+                nxt[k] = _store_cursor(taken[k])
+        more = any(v is not None for v in nxt.values())
+        tickets = [t for t, _ in merged if (team is None or t.team == team)
+                   and (assignee is None or t.assignee == assignee)]
+        if actor.operator is not None:
+            tickets = [t for t in tickets
+                       if self.bo.policy.decide(actor.operator.subject, "ticket.read", _ticket_resource(t)).allowed]
+        slas: dict[UUID, Any] = {}
+        if self.sla is not None and tickets:
+            try:
+                slas = await self.sla.statuses(tickets, datetime.now(UTC))
+            except PitbossError:
+                slas = {}
+        items = [QueueItem(ticket=t.public(), sla=sla_json(slas.get(t.ticket_id))) for t in tickets]
+        return QueuePage(items=items, next_cursor=_b64(nxt) if more else None)
+
+    async def _brands(self, actor: Actor, brand: str | None) -> list[str]:
+        if actor.brand is not None:
+            if brand is not None and brand != actor.brand:
+                raise Forbidden(f"this API key is for brand {actor.brand}", field="brand")
+            return [actor.brand]
+        held = actor.operator.subject.brands if actor.operator is not None else frozenset({ALL})
+        if brand is not None:
+            if ALL not in held and brand not in held:
+                raise Forbidden(f"brand {brand} is outside your brands", field="brand")
+            return [brand]
+        if ALL in held:
+            return sorted(await self.bo.keys.brands())
+        return sorted(held)
+
+    async def player_history(self, player_id: UUID, actor: Actor, cursor: str | None = None,
+                             limit: int = 50) -> HistoryPage:
+        """The player's communication history, newest first (internal items hidden from players)."""
+        if actor.kind == "player" and actor.id != str(player_id):
+            raise NotFound(f"no player {player_id}", field="player_id")
+        resource = await self._player(player_id, actor, "ticket.read")
+        items, nxt = await self.tickets.timeline(player_id, cursor, limit)
+        if actor.kind != "agent":
+            items = [i for i in items if i.visibility == "public"]
+        if actor.operator is not None:
+            await auditing.record(self.bo, actor.operator, "ticket.history", target_kind="player",
+                                  target_id=str(player_id), brand=resource.brand)
+        return HistoryPage(items=items, next_cursor=nxt)
+
+    # ------------------------------------------------------------------ attachments
+
+    async def upload_attachment(self, ticket_id: UUID, attachment_id: UUID, filename: str, content_type: str,
+                                data: bytes, actor: Actor) -> tuple[AttachmentMeta, bool]:
+        """Store a file for the ticket (type allow-list, extension, size, sniffed content); a message
+        then names it. (meta, created); a retry with the same id and bytes returns the first."""
+        try:
+            t = await self._load(ticket_id, actor, "ticket.write")
+            if t.status == "closed":
+                raise Conflict(f"ticket {ticket_id} is closed: open a new ticket instead", field="ticket_id")
+            meta = rules.attachment_meta(attachment_id, ticket_id, filename, content_type, data, now_ms())
+            created = await self.tickets.put_attachment(meta, data)
+        except PitbossError as exc:
+            await self._audit_failure(actor, "ticket.attachment", str(ticket_id), None, exc)
+            raise
+        if created:
+            await self._audit(actor, "ticket.attachment", t, after=meta.model_dump(mode="json"))
+        return meta, created
+
+    async def get_attachment(self, ticket_id: UUID, attachment_id: UUID, actor: Actor) -> tuple[AttachmentMeta, bytes]:
+        t = await self._load(ticket_id, actor, "ticket.read")
+        meta, data = await self.tickets.get_attachment(ticket_id, attachment_id)
+        await self._audit(actor, "ticket.attachment.read", t, after={"attachment_id": str(attachment_id)})
+        return meta, data
+
+    # ------------------------------------------------------------------ agents
+
+    async def set_presence(self, op: Operator, body: PresenceUpdate) -> AgentPublic:
+        """Set or refresh (heartbeat) the operator's presence and the teams they work."""
+        if body.teams is not None:
+            unknown = [t for t in body.teams if self.routing.team(t) is None]
+            if unknown:
+                raise InvalidInput(f"no team {unknown[0]} in the routing configuration", field="teams")
+            teams = list(dict.fromkeys(body.teams))
+        else:
+            previous = await self.presence.get(op.id)
+            teams = list(previous.teams) if previous is not None and previous.teams else (
+                routing_rules.configured_teams(self.routing, op.id, op.name) or [self.routing.default_team])
+        before = await self.presence.get(op.id) if body.teams is None else None
+        p = await self.presence.set(op.id, op.name, body.status, teams)
+        changed = before is None or before.status != p.status or before.teams != p.teams
+        if changed:
+            await auditing.record(self.bo, op, "ticket.presence", target_kind="operator", target_id=op.id,
+                                  before={"status": before.status, "teams": list(before.teams)} if before else None,
+                                  after={"status": p.status, "teams": list(p.teams)})
+        return AgentPublic(agent_id=p.agent_id, name=p.name, status=p.status, teams=list(p.teams),
+                           load=await self.routes.load(op.id), last_seen=p.seen.isoformat())
+
+    async def agents(self, team: str | None = None) -> list[AgentPublic]:
+        """Agents whose presence is live, with their loads, least loaded first."""
+        online = [p for p in await self.presence.online() if team is None or team in p.teams]
+        loads = await self.routes.loads([p.agent_id for p in online])
+        out = [AgentPublic(agent_id=p.agent_id, name=p.name, status=p.status, teams=list(p.teams),
+                           load=loads[p.agent_id], last_seen=p.seen.isoformat()) for p in online]
+        return sorted(out, key=lambda a: (a.status != "available", a.load, a.name))
+
+
+def routing_subject(target: OperatorPublic) -> Subject:
+    """The policy subject of an operator record (a ticket's prospective assignee)."""
+    return Subject(operator_id=str(target.operator_id), roles=frozenset(target.roles),
+                   brands=frozenset(target.brands), jurisdictions=frozenset(target.jurisdictions))
+
+
+_desk: list[HelpDesk] = []
+_lock = asyncio.Lock()
+
+
+async def helpdesk() -> HelpDesk:
+    """The replica's HelpDesk (FastAPI dependency), built on first use from the bound BackOffice."""
+    bo = await backoffice()
+    if _desk and _desk[0].bo is bo:
+        return _desk[0]
+    async with _lock:
+        if not (_desk and _desk[0].bo is bo):
+            _desk[:] = [await asyncio.to_thread(HelpDesk, bo)]
+    return _desk[0]
+
+
+HD = Annotated[HelpDesk, Depends(helpdesk)]
