@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import importlib
 import json
 import logging
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from dataclasses import asdict, dataclass, is_dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, cast
+from typing import Annotated, Any, Literal, cast
 from uuid import UUID, uuid5
 
 import yaml
@@ -43,17 +42,19 @@ from fastapi import Depends
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from adapters.cassandra.helpdesk_routing import HelpdeskRoutingStore
+from adapters.cassandra.sla_clocks import SlaClocks
 from adapters.cassandra.tickets import MAX_PAGE, TicketStore
 from adapters.redis_presence import Presence, PresenceStore
 from adapters.settings import Settings
+from adapters.sla_config import load_sla_policies
 from domain import routing as routing_rules
 from domain import tickets as rules
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, PitbossError, Unavailable
 from domain.policy import ALL, Resource, Subject
+from domain.sla import SlaStatus
 from domain.tickets import Ticket
 from schemas.events import PitbossEvent
 from schemas.helpdesk_routing import AgentPublic, PresenceUpdate, RoutingConfig
-from schemas.helpdesk_sla import SlaEvent
 from schemas.operators import OperatorPublic
 from schemas.tickets import (
     STATUSES,
@@ -154,23 +155,9 @@ def _json_default(value: Any) -> Any:
 # ---------------------------------------------------------------------------- SLA clocks (SLA helper's adapter)
 
 
-class SlaPort(Protocol):
-    async def record(self, ticket: Ticket, events: Sequence[SlaEvent]) -> None: ...
-
-    async def status(self, ticket: Ticket, now: datetime) -> Any: ...
-
-    async def statuses(self, tickets: Sequence[Ticket], now: datetime) -> dict[UUID, Any]: ...
-
-
-def _sla_clocks(bo: BackOffice) -> SlaPort | None:
-    """The SLA clocks over the configured policies; None (and logged) while they are not installed."""
-    try:
-        clocks = importlib.import_module("adapters.cassandra.sla_clocks")
-        config = importlib.import_module("adapters.sla_config")
-    except ImportError:
-        log.warning("SLA clocks are not installed: tickets are served without SLA status")
-        return None
-    return cast(SlaPort, clocks.SlaClocks(bo.session, config.load_sla_policies(bo.settings)))
+def _sla_clocks(bo: BackOffice) -> SlaClocks:
+    """The SLA clocks over the configured policies (PITBOSS_HELPDESK_SLA_FILE or the packaged ones)."""
+    return SlaClocks(bo.session, load_sla_policies(bo.settings))
 
 
 # ---------------------------------------------------------------------------- routing file
@@ -259,7 +246,7 @@ class HelpDesk:
         self.routes = HelpdeskRoutingStore(bo.session)
         self.presence = PresenceStore(bo.redis, bo.settings.helpdesk_presence_ttl_seconds)
         self.routing = routing or load_routing(bo.settings)
-        self.sla: SlaPort | None = _sla_clocks(bo)
+        self.sla: SlaClocks | None = _sla_clocks(bo)
 
     # ------------------------------------------------------------------ checks
 
@@ -580,7 +567,7 @@ class HelpDesk:
         if actor.operator is not None:
             tickets = [t for t in tickets
                        if self.bo.policy.decide(actor.operator.subject, "ticket.read", _ticket_resource(t)).allowed]
-        slas: dict[UUID, Any] = {}
+        slas: dict[UUID, SlaStatus] = {}
         if self.sla is not None and tickets:
             try:
                 slas = await self.sla.statuses(tickets, datetime.now(UTC))
