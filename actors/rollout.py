@@ -17,7 +17,7 @@ import time
 import ray
 
 from actors.router import call, ensure_shards
-from actors.runtime import ensure_audit, ensure_consumers
+from actors.runtime import ensure_audit, ensure_consumers, ensure_sla_scheduler
 from adapters.settings import Settings, get_settings
 
 
@@ -57,6 +57,7 @@ async def rollout() -> int:
                 await asyncio.sleep(0.5)
         print(f"consumer {i}: restarted")
     await _restart_audit(settings)
+    await _restart_sla_scheduler(settings)
     return 0
 
 
@@ -79,6 +80,15 @@ async def _restart_audit(settings: Settings) -> None:
                 raise
             await asyncio.sleep(0.5)
     print("audit log: restarted")
+
+
+async def _restart_sla_scheduler(settings: Settings) -> None:
+    """Restart the help-desk SLA scheduler (created here on the first deploy). Nothing is lost: a
+    warning or breach it claimed but did not finish is finished by the next scan."""
+    scheduler = ensure_sla_scheduler(settings)
+    ray.kill(scheduler, no_restart=False)
+    await _wait_ready(scheduler)
+    print("helpdesk SLA scheduler: restarted")
 
 
 def main() -> int:

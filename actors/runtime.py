@@ -25,3 +25,11 @@ def ensure_consumers(settings: Settings) -> list[Any]:
 def ensure_audit(settings: Settings) -> Any:
     """Get or create the region's audit log writer, `pitboss-audit-<region>` (actors.audit.AuditLog)."""
     return audit_actor(settings)
+
+
+def ensure_sla_scheduler(settings: Settings) -> Any:
+    """Get or create the region's help-desk SLA scheduler, `pitboss-helpdesk-sla-<region>`
+    (actors.helpdesk_sla.SlaScheduler). A broken SLA file stops the caller with its message."""
+    from actors.helpdesk_sla import sla_scheduler_actor
+
+    return sla_scheduler_actor(settings)

@@ -394,6 +394,10 @@ class SlaClocks:
         """Write the indexes of a stored clock again (the scheduler found an index row behind it)."""
         await self._reindex(None, stored)
 
+    async def forget_open(self, ticket_id: UUID) -> None:
+        """Drop an index row that has no clock behind it."""
+        await self._run(self._open_del, (bucket_of(ticket_id), ticket_id), "open")
+
     async def fired(self, ticket_id: UUID) -> list[Fired]:
         rows = await self._run(self._fired_get, (ticket_id,), "fired")
         return [Fired(ticket_id, r["target"], r["cycle"], r["kind"], r["event_id"], bool(r["published"]),
