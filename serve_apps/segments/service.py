@@ -259,7 +259,10 @@ class Engine:
 
     async def handle(self) -> Any:
         if self._handle is None:
-            module = importlib.import_module("actors.segments")
+            try:
+                module = importlib.import_module("actors.segments")
+            except ImportError:
+                raise Unavailable("the segment engine is not deployed in this region") from None
             self._handle = await asyncio.to_thread(module.ensure_segment_engine, self.settings)
         return self._handle
 
