@@ -6,6 +6,8 @@
 
 Besides the services, it runs a test OpenID provider (`idp`, oidc-provider-mock on 127.0.0.1:9400)
 that the Serve apps know as SSO provider `local-idp`, with demo operators in it; local only.
+It also runs a mail sink (`mailsink`, aiosmtpd on 127.0.0.1:2526) that keeps every reply the help
+desk sends under `.data/mail/`; local only.
 
 Every process the launcher starts is recorded in `.data/run/<name>.pid` (pid, kernel start time,
 session id); `down` stops exactly those processes. A service named by its `PITBOSS_*`
@@ -95,6 +97,11 @@ IDP_USERS = (
     ("agent@idp.local", "Sam Support", ["pitboss-support", "brand-demo"]),
     ("nobody@idp.local", "Nora Nogroup", ["staff"]),
 )
+
+# The local outbound mail sink (cluster/local/mailsink.py): the help desk's SMTP relay locally.
+MAILSINK_PORT = 2526
+MAILSINK_DIR = DATA / "mail"
+MAILSINK_TIMEOUT = 30.0
 
 SOCKET_PATH_BUDGET = 46
 HAPROXY_PATH_BUDGET = 27
@@ -1027,6 +1034,27 @@ def seed_idp_users() -> None:
             raise StackError(f"idp: cannot store user {sub}: {exc}") from exc
 
 
+# ---------------------------------------------------------------------------------------------
+# Local mail sink (outbound SMTP)
+
+
+def use_mailsink() -> bool:
+    """The launcher runs the mail sink unless an SMTP relay is configured from outside."""
+    return external("PITBOSS_SMTP_HOST") is None
+
+
+def start_mailsink() -> Record | None:
+    if recorded("mailsink") is not None:
+        return None
+    ensure_port_free("mailsink", "127.0.0.1", MAILSINK_PORT, "PITBOSS_SMTP_HOST")
+    argv = [python(), "-m", "cluster.local.mailsink", "--port", str(MAILSINK_PORT), "--dir", str(MAILSINK_DIR)]
+    return spawn("mailsink", argv)
+
+
+def wait_mailsink() -> None:
+    wait_until("mailsink", lambda: port_open("127.0.0.1", MAILSINK_PORT), MAILSINK_TIMEOUT, recorded("mailsink"))
+
+
 def check_oidc_providers() -> None:
     """Fail early, naming the bad part, if an external PITBOSS_OIDC_PROVIDERS would not parse."""
     value = external("PITBOSS_OIDC_PROVIDERS")
@@ -1246,6 +1274,7 @@ def up(two_dc: bool = False, serve: bool = True, demo: bool = True, result: UpRe
     use_rabbit = external("PITBOSS_RABBITMQ_URL") is None
     use_ray = external("PITBOSS_RAY_ADDRESS") is None
     with_idp = use_idp()
+    with_mailsink = use_mailsink()
     nodes = cassandra_nodes(two_dc) if use_cassandra else []
     if use_cassandra and not two_dc and recorded(NODES["us"].service) is not None:
         say("cassandra-us: running from an earlier --two-dc start; left as it is")
@@ -1269,6 +1298,8 @@ def up(two_dc: bool = False, serve: bool = True, demo: bool = True, result: UpRe
             started(start_rabbitmq(), "rabbitmq")
         if with_idp:
             started(start_idp(), "idp")
+        if with_mailsink:
+            started(start_mailsink(), "mailsink")
         if use_ray and recorded("ray") is None:
             say("ray: starting (ray start --head)")
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -1296,6 +1327,9 @@ def up(two_dc: bool = False, serve: bool = True, demo: bool = True, result: UpRe
             wait_idp()
             seed_idp_users()
             say(f"idp: ready ({IDP_URL}, {len(IDP_USERS)} demo operators)")
+        if with_mailsink:
+            wait_mailsink()
+            say(f"mailsink: ready (127.0.0.1:{MAILSINK_PORT}, {MAILSINK_DIR.relative_to(ROOT)}/)")
     except BaseException:
         if result.started:
             say("startup failed; stopping what this call started: " + ", ".join(result.started))
@@ -1316,7 +1350,7 @@ def up(two_dc: bool = False, serve: bool = True, demo: bool = True, result: UpRe
     return result
 
 
-SERVICE_ORDER = ("idp", "ray", "rabbitmq", "epmd", "redis", "cassandra-us", "cassandra-eu")
+SERVICE_ORDER = ("idp", "mailsink", "ray", "rabbitmq", "epmd", "redis", "cassandra-us", "cassandra-eu")
 
 
 def stop_service(name: str) -> bool:
@@ -1405,10 +1439,14 @@ def status() -> bool:
     ok = idp_ready() if rec else False
     healthy &= ok or rec is None
     rows.append(("idp", _state(rec, ok), f"{IDP_URL} (test OpenID provider, local only)"))
+    rec = recorded("mailsink")
+    ok = port_open("127.0.0.1", MAILSINK_PORT) if rec else False
+    healthy &= ok or rec is None
+    rows.append(("mailsink", _state(rec, ok), f"127.0.0.1:{MAILSINK_PORT} -> {MAILSINK_DIR} (local only)"))
     code = http_status(HEALTHZ_URL)
     rows.append(("serve", "healthy" if code == 200 else f"not healthy ({code or 'no answer'})", HEALTHZ_URL))
     external_vars = ("PITBOSS_CASSANDRA_CONTACT_POINTS", "PITBOSS_REDIS_URL", "PITBOSS_RABBITMQ_URL",
-                     "PITBOSS_RAY_ADDRESS", "PITBOSS_OIDC_PROVIDERS")  # fmt: skip
+                     "PITBOSS_RAY_ADDRESS", "PITBOSS_OIDC_PROVIDERS", "PITBOSS_SMTP_HOST")  # fmt: skip
     for var in external_vars:
         if external(var) and (var != "PITBOSS_OIDC_PROVIDERS" or not use_idp()):
             rows.append(("external", var, "set: the launcher does not manage this service"))
@@ -1452,6 +1490,9 @@ def print_summary(two_dc: bool, serve: bool) -> None:
         f"  Demo API key   {api_keys()}  (local-only)",
         f"  Logs           {LOGS.relative_to(ROOT)}/",
     ]
+    if use_mailsink() and recorded("mailsink") is not None:
+        kept = MAILSINK_DIR.relative_to(ROOT)
+        lines.append(f"  Mail sink      smtp://127.0.0.1:{MAILSINK_PORT}  replies kept in {kept}/ (local only)")
     if use_idp() and recorded("idp") is not None:
         lines.append(
             f'  SSO test IdP   {IDP_URL}  provider {IDP_PROVIDER!r}: "Sign in with Local test IdP" on the dashboard,'
