@@ -364,8 +364,14 @@ async def people(
         asyncio.gather(*(_state(bo, pid, limit) for pid in player_ids)),
         engine.ask("rows", [str(p) for p in player_ids]) if feature_names else _none(len(player_ids)),
     )
+    rows = list(rows or [])
+    if rows and all(isinstance(r, dict) and "player_id" in r for r in rows):
+        # Matched by id, not position: the engine leaves out players it does not hold.
+        by_id = {str(r["player_id"]): r for r in rows}
+        rows = [by_id.get(str(p)) for p in player_ids]
+    rows += [None] * (len(player_ids) - len(rows))
     out: list[MemberRow] = []
-    for pid, state, row in zip(player_ids, states, rows or [None] * len(player_ids), strict=False):
+    for pid, state, row in zip(player_ids, states, rows, strict=False):
         if state is None or state.get("brand") != brand:
             continue
         profile = state.get("profile") or {}
