@@ -9,14 +9,16 @@ Rules are checked here with `domain.segments.parse_rule` before anything is stor
 engine, so a bad rule is a 422 naming its part (`rule.all[2].value`) and leaves nothing behind.
 
 Brands: a segment belongs to one brand, and only operators with that brand in scope see it. The
-engine's matrix holds a region's players of every brand, so member lists, samples and exports keep
-only the players of the segment's brand (read from the player's own state, the one profile).
+engine evaluates (previews, materialises) within the brand; member lists, samples and exports keep
+only players of the segment's brand in the operator's scope (read from the player's own state, the
+one profile, which also carries the personal data masked by role).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import csv
 import hashlib
 import importlib
@@ -421,7 +423,7 @@ async def preview(
         await authorize(bo, op, "segment.read", Resource(kind="segment", brand=brand))
     rt = await runtime(bo)
     started = time.perf_counter()
-    answer = await rt.engine.ask("preview", rule, sample, seed)
+    answer = await rt.engine.ask("preview", rule, sample, seed, brand)
     ids = [UUID(str(p)) for p in answer.get("sample", [])]
     shown = await people(bo, op, "segment.read", brand, ids, DEFAULT_FEATURES, rt.engine) if brand else []
     return PreviewPublic(
@@ -433,7 +435,8 @@ async def preview(
 
 
 async def _materialise(bo: BackOffice, rt: Runtime, row: dict[str, Any]) -> dict[str, Any]:
-    answer = await rt.engine.ask("materialise", str(row["segment_id"]), json.loads(row["rule"]), row["version"])
+    answer = await rt.engine.ask("materialise", str(row["segment_id"]), json.loads(row["rule"]), row["version"],
+                                 row["brand"])
     count = int(answer["count"])
     await rt.defs.set_count(row["segment_id"], count)
     return {**row, "last_count": count}
@@ -565,7 +568,8 @@ async def retire_segment(bo: BackOffice, op: Operator, segment_id: UUID) -> Segm
     values = {**before, "status": RETIRED, "updated_by_name": op.name, "updated_at": _ms(datetime.now(UTC))}
     if not await rt.defs.update_segment(segment_id, before["version"], values):
         raise Conflict("the segment changed meanwhile: reload and retry", field="version")
-    await rt.engine.ask("retire", str(segment_id))
+    with contextlib.suppress(NotFound):  # never materialised (the engine was down at creation): nothing to drop
+        await rt.engine.ask("retire", str(segment_id))
     after = await rt.defs.segment(segment_id)
     await auditing.record(bo, op, "segment.retire", target_kind="segment", target_id=str(segment_id),
                           brand=before["brand"], before=_audit_view(before), after=_audit_view(after))
