@@ -275,7 +275,13 @@ class SlaScheduler:
         if stored is None:
             await self.clocks.forget_open(tid)
             return False
-        if stored.version != indexed.version:
+        ticket = await self.store.get(tid)
+        if ticket.version > stored.ticket_version:
+            # A change without SLA events (priority, category) may not have been recorded: the
+            # policy is chosen by the ticket as it is now.
+            await self.clocks.record(ticket, [])
+            stored = await self.clocks.load(tid) or stored
+        elif stored.version != indexed.version:
             await self.clocks.reindex(stored)  # the index was behind: judge by the stored clock
         if stored.status in ("solved", "closed"):
             return False
@@ -291,7 +297,6 @@ class SlaScheduler:
                                               stored.brand, event.due_at, now)
         if fired.published and fired.escalated:
             return True
-        ticket = await self.store.get(tid)
         if not fired.published:
             await self._announce(event, fired, ticket, subject, now)
             counts["warnings" if event.kind == "warning" else "breaches"] += 1

@@ -41,6 +41,12 @@ policies:
     twenty_four_seven: true
     targets: {first_response: 4, next_response: 6, resolution: 30}
     warn_before_minutes: 2
+  - policy_id: test-p4
+    name: test P4 (an hour, around the clock)
+    priority: P4
+    twenty_four_seven: true
+    targets: {first_response: 60, resolution: 600}
+    warn_before_minutes: 10
 """
 MIN = timedelta(minutes=1)
 
@@ -232,15 +238,15 @@ async def test_a_missed_first_response_warns_once_and_breaches_once_across_a_res
     pid = (await scheduler.stats.remote())["pid"]
     ray.kill(scheduler, no_restart=False)  # Ray restarts it; nothing of the warning is remembered in memory
     deadline = time.monotonic() + 60
-    while True:
+    while True:  # the kill takes effect asynchronously: wait for the new process
         try:
-            ray.get(scheduler.ping.remote(), timeout=10)
-            break
+            if ray.get(scheduler.stats.remote(), timeout=10)["pid"] != pid:
+                break
         except Exception:
             if time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(0.5)
-    assert (await scheduler.stats.remote())["pid"] != pid
+        await asyncio.sleep(0.5)
+        assert time.monotonic() < deadline, "the scheduler did not come back"
     await scan(scheduler, t0 + 3 * MIN + timedelta(seconds=40))
     await scan(scheduler, t0 + 5 * MIN)
     await scan(scheduler, t0 + 6 * MIN)
@@ -318,3 +324,17 @@ async def test_solved_tickets_close_after_the_autoclose_days(desk: Desk, schedul
     assert (await desk.store.get(ticket.ticket_id)).version == closed.version  # closed once
     day = solved.solved_at.strftime("%Y-%m-%d") if solved.solved_at else ""
     assert ticket.ticket_id not in {s.ticket_id for s in await desk.clocks.solved_days([day])}
+
+
+async def test_a_lowered_priority_is_judged_by_its_own_policy_even_when_not_recorded(
+    desk: Desk, scheduler: Any, bus: aio_pika.abc.AbstractQueue
+) -> None:
+    t0 = datetime.now(UTC)
+    ticket = await desk.create(t0)
+    lowered, _ = apply(ticket, UpdateTicket(TicketUpdate(priority="P4"), actor="agent-1"), t0 + MIN)
+    await desk.store.update(ticket, lowered)  # a change without SLA events whose record call never came
+    await scan(scheduler, t0 + 5 * MIN)  # past P3's 4 minutes, well within P4's hour
+    assert of(await drain(bus, 1.5), ticket) == []
+    stored = await desk.clocks.load(ticket.ticket_id)
+    assert stored is not None and stored.priority == "P4" and stored.policy_id == "test-p4"
+    assert (await desk.store.get(ticket.ticket_id)).team is None  # not escalated
