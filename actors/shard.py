@@ -9,6 +9,11 @@
   evicted, so the next turn reloads what really landed instead of reusing sequence numbers.
 - The shard owns its slot of the home region through a lease (see adapters.cassandra.leases)
   and refuses to write once the lease may have passed to another owner.
+- CRM features: a turn that changed a player only marks it dirty (its new state kept by
+  reference, no extra work in the turn). Every PITBOSS_SEGMENT_FEATURE_FLUSH_MS the shard computes
+  the dirty players' feature rows (domain.features), writes them and their recent daily activity to
+  Cassandra, then pushes the rows to the region's segment engine (fire and forget: the engine's
+  periodic catch-up from Cassandra repairs a lost push). At most one row per player per flush.
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ from actors.ids import Seen, add_ids, id_hash, new_seen, pack, unpack
 from adapters.cassandra.leases import LeaseStore
 from adapters.cassandra.outbox import OutboxRow, OutboxStore
 from adapters.cassandra.players import JournalEntry, PlayerStore
+from adapters.cassandra.segments import DayActivity, FeatureStore, StoredFeatures
 from adapters.cassandra.session import connect
 from adapters.settings import Settings
+from domain import features as crm_features
 from domain.errors import Forbidden, NotFound, NotHomeRegion, PitbossError, StaleOwner, Unavailable
 from domain.player import AnyCommand, Decision, view
 from schemas.commands import RegisterPlayer, event_command
@@ -50,6 +57,8 @@ EVENTS = Counter("pitboss_events_total", "Platform events by outcome", ["outcome
 ACTIVE = Gauge("pitboss_shard_active_players", "Players active in this shard")
 ACTIVATIONS = Counter("pitboss_shard_activations_total", "Players activated from Cassandra")
 PASSIVATIONS = Counter("pitboss_shard_passivations_total", "Players passivated", ["why"])
+FEATURE_ROWS = Counter("pitboss_shard_feature_rows_total", "Player feature rows written", ["outcome"])
+ENGINE_LOOKUP_SECONDS = 10.0
 
 
 @dataclass(slots=True)
@@ -129,7 +138,13 @@ class PlayerShard:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._snapshots: set[asyncio.Task[Any]] = set()
         self._outbox_wake = asyncio.Event()
+        # Players whose state changed since the last feature flush -> their latest state (a reference:
+        # a turn works on its own decoded copy and never touches it again).
+        self._dirty: dict[UUID, PlayerState] = {}
+        self._engine: Any = None
+        self._engine_looked_up = 0.0
         self.store: PlayerStore
+        self.features: FeatureStore
         self.lease_store: LeaseStore
 
     # ---------------------------------------------------------------- lifecycle
@@ -150,6 +165,7 @@ class PlayerShard:
                 try:
                     store = PlayerStore(session, self.settings.cassandra_max_in_flight)
                     outbox = OutboxStore(session, store.limit)
+                    features = FeatureStore(session, self.settings.segment_feature_buckets)
                     leases = LeaseStore(lease_session, self.settings.lease_serial_consistency)
                 except Exception:
                     cluster.shutdown()
@@ -158,11 +174,13 @@ class PlayerShard:
                 # Assigned together, so a failure above leaves the shard to try again from scratch.
                 self.cluster, self.lease_cluster = cluster, lease_cluster
                 self.store, self.outbox, self.lease_store = store, outbox, leases
+                self.features = features
             await self._acquire(self.region, wait=self.settings.lease_seconds * 2.5)
             if not self._tasks:
                 self._spawn(self._renew_loop())
                 self._spawn(self._passivate_loop())
                 self._spawn(self._publish_loop())
+                self._spawn(self._features_loop())
             return True
 
     def _spawn(self, coro: Any, tasks: set[asyncio.Task[Any]] | None = None) -> None:
@@ -356,6 +374,7 @@ class PlayerShard:
     ) -> None:
         """The entries are durable: the player's cached state moves on."""
         act.state = _pack_state(state)
+        self._dirty[pid] = state
         act.seen = add_ids(act.seen, new_ids)
         act.seq = entries[-1].seq
         if created:
@@ -462,6 +481,63 @@ class PlayerShard:
             except Exception:
                 log.warning("outbox publisher of shard %s failed; retrying", self.index, exc_info=True)
                 await asyncio.sleep(2.0)
+
+    async def _features_loop(self) -> None:
+        """Writes the dirty players' feature rows and pushes them to the segment engine."""
+        interval = self.settings.segment_feature_flush_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            if not self._dirty:
+                continue
+            batch, self._dirty = self._dirty, {}
+            try:
+                await self._flush_features(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Rows not written are retried with the next flush, unless a newer state replaced them.
+                for pid, state in batch.items():
+                    self._dirty.setdefault(pid, state)
+                FEATURE_ROWS.labels("failed").inc(len(batch))
+                log.warning("feature rows of %s players not written; retrying", len(batch), exc_info=True)
+                await asyncio.sleep(min(5.0, interval * 10))
+
+    async def _flush_features(self, batch: dict[UUID, PlayerState]) -> None:
+        now = datetime.now(UTC)
+        by_region: dict[str, list[StoredFeatures]] = {}
+        days: list[tuple[str, DayActivity]] = []
+        for pid, state in batch.items():
+            blob, codes = crm_features.pack(crm_features.features_of(state, now))
+            by_region.setdefault(state.home_region, []).append(StoredFeatures(pid, state.brand, blob, codes, now))
+            days += [
+                (state.home_region, DayActivity(pid, a.day, a.sessions, a.bets, a.deposits_minor, a.net_loss_minor))
+                for a in crm_features.recent_activity(state, now)
+            ]
+        for i, (region, rows) in enumerate(by_region.items()):
+            await self.features.write(region, rows, days if i == 0 else ())
+        FEATURE_ROWS.labels("written").inc(len(batch))
+        own = by_region.get(self.region)
+        engine = self._segment_engine() if own else None
+        if engine is not None and own:
+            payload = [
+                {"player_id": str(r.player_id), "brand": r.brand, "features": r.features, "codes": r.codes,
+                 "as_of": r.as_of.isoformat()}
+                for r in own
+            ]
+            try:
+                engine.apply_rows.remote(payload)  # fire and forget: the engine's catch-up repairs a loss
+            except Exception:
+                self._engine = None
+
+    def _segment_engine(self) -> Any:
+        """The region's segment engine if it runs (looked up at most every few seconds), else None."""
+        if self._engine is None and time.monotonic() - self._engine_looked_up > ENGINE_LOOKUP_SECONDS:
+            self._engine_looked_up = time.monotonic()
+            if ray.is_initialized():
+                with contextlib.suppress(Exception):
+                    self._engine = ray.get_actor(f"pitboss-segments-{self.region}",
+                                                 namespace=self.settings.ray_namespace)
+        return self._engine
 
     async def commands(self, batch: list[bytes]) -> list[tuple[int, dict[str, Any]] | PitbossError]:
         """Many commands (JSON, as the journal stores them) in one actor call: callers coalesce

@@ -166,6 +166,21 @@ class Settings(BaseSettings):
     # Most tickets one KPI request reads (the period's and the backlog); a larger scan is refused (422).
     kpi_max_tickets: int = Field(default=50_000, ge=1)
 
+    # --- Segment engine: player features, materialised segments, churn model (actors/segments.py) ---
+    # Buckets of the player_features table (and churn scores, activity) per region: a rebuild scans them
+    # in parallel. Fixed once rows exist: changing it strands the rows written under the old count.
+    segment_feature_buckets: int = Field(default=64, ge=1, le=4096)
+    # A shard writes a changed player's feature row at most once per this interval (coalesced).
+    segment_feature_flush_ms: int = Field(default=200, ge=10, le=60_000)
+    # The engine re-reads every feature row from Cassandra this often, repairing a lost push.
+    segment_catchup_seconds: float = Field(default=300.0, ge=5)
+    # Materialised segments are re-evaluated in full this often (time windows move with the clock).
+    segment_refresh_seconds: float = Field(default=60.0, ge=1)
+    # At most one size sample per segment per this interval (plus one at every materialise).
+    segment_size_sample_seconds: float = Field(default=300.0, ge=1)
+    # The churn model is retrained from the players' daily activity this often (default daily).
+    churn_retrain_seconds: float = Field(default=86_400.0, ge=60)
+
     def trusted_networks(self) -> list[IPv4Network | IPv6Network]:
         return [ip_network(p.strip(), strict=False) for p in self.trusted_proxies.split(",") if p.strip()]
 

@@ -19,6 +19,8 @@ from schemas.events import (
 from schemas.state import Counters, PlayerState
 
 MAX_OPEN_SESSIONS = 16
+MAX_CATEGORIES = 8  # game categories kept per day for the favourite-category feature
+CHURN_GAP = timedelta(days=30)  # activity after this long without any is a reactivation
 SESSION_MAX_AGE = timedelta(hours=24)
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -48,6 +50,8 @@ def prune(state: PlayerState, now: datetime) -> None:
     oldest = (now.date() - timedelta(days=HISTORY_DAYS - 1)).isoformat()
     for key in [k for k in state.days if k < oldest]:
         del state.days[key]
+    for key in [k for k in state.crm.stakes if k < oldest]:
+        del state.crm.stakes[key]
     for tx in [tx for tx, h in state.holds.items() if h.expires_at <= now]:
         del state.holds[tx]
     for sid in [s for s, t in state.open_sessions.items() if now - t > SESSION_MAX_AGE]:
@@ -71,6 +75,7 @@ def record(state: PlayerState, env: EventEnvelope, now: datetime) -> None:
     p = env.payload
     at = env.occurred_at
     if isinstance(p, SessionStarted):
+        state.crm.device = p.device
         state.open_sessions[p.session_id] = at
         if len(state.open_sessions) > MAX_OPEN_SESSIONS:
             del state.open_sessions[min(state.open_sessions, key=state.open_sessions.__getitem__)]
@@ -96,8 +101,19 @@ def record(state: PlayerState, env: EventEnvelope, now: datetime) -> None:
             _add(state, at, now, withdrawals_count=1, withdrawals_minor=p.amount_minor)
     elif isinstance(p, GameBet):
         _add(state, at, now, bets_count=1, bets_minor=p.amount_minor)
+        _stake(state, at, now, p.game_category, p.amount_minor)
     elif isinstance(p, GameWin):
         _add(state, at, now, wins_count=1, wins_minor=p.amount_minor)
     last = state.lifetime.last_activity_at
     if last is None or at > last:
+        if last is not None and at - last >= CHURN_GAP:
+            state.crm.reactivated_at = at
         state.lifetime.last_activity_at = at
+
+
+def _stake(state: PlayerState, at: datetime, now: datetime, category: str, amount: int) -> None:
+    if (now.date() - at.date()).days >= HISTORY_DAYS:
+        return
+    day = state.crm.stakes.setdefault(at.date().isoformat(), {})
+    if category in day or len(day) < MAX_CATEGORIES:
+        day[category] = day.get(category, 0) + amount

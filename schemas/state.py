@@ -95,6 +95,16 @@ class Lifetime(Counters):
     last_activity_at: datetime | None = None
 
 
+class Crm(_Stored):
+    """What the CRM features need beyond the counters (domain/counters.py records it)."""
+
+    device: str | None = None  # of the latest session.started
+    # Stakes per game category over the days kept in `days` (ISO date -> category -> minor units):
+    # the favourite category of the last 30 days. At most MAX_CATEGORIES categories a day.
+    stakes: dict[str, dict[str, int]] = Field(default_factory=dict)
+    reactivated_at: datetime | None = None  # activity after 30 days without any
+
+
 class StoredResult(_Stored):
     """The first answer to an idempotent command, returned again to a retry."""
 
@@ -126,6 +136,7 @@ class PlayerState(_Stored):
     days: dict[str, Counters] = Field(default_factory=dict)  # ISO date (UTC) -> that day's counters
     lifetime: Lifetime = Field(default_factory=Lifetime)
     results: dict[str, StoredResult] = Field(default_factory=dict)
+    crm: Crm = Field(default_factory=Crm)
 
 
 def encode_state(state: PlayerState) -> bytes:

@@ -114,6 +114,7 @@ class StoredFeatures:
     """A player's feature row as stored and pushed: `features` packed (domain.features.pack_numeric)."""
 
     player_id: UUID
+    brand: str
     features: bytes
     codes: str
     as_of: datetime
@@ -135,10 +136,11 @@ class FeatureStore:
         self.buckets = buckets
         self.limit = asyncio.Semaphore(max_in_flight)
         self._write = session.prepare(
-            "INSERT INTO player_features (region, bucket, player_id, features, codes, as_of) VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO player_features (region, bucket, player_id, brand, features, codes, as_of) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
         self._scan = session.prepare(
-            "SELECT player_id, features, codes, as_of FROM player_features WHERE region = ? AND bucket = ?"
+            "SELECT player_id, brand, features, codes, as_of FROM player_features WHERE region = ? AND bucket = ?"
         )
         self._activity = session.prepare(
             "INSERT INTO player_activity (region, day, bucket, player_id, sessions, bets, deposits_minor, "
@@ -169,7 +171,8 @@ class FeatureStore:
         stmts: list[tuple[Any, Any]] = []
         for r in rows:
             b = bucket_of(r.player_id, self.buckets)
-            stmts.append(((region, b), self._write.bind((region, b, r.player_id, r.features, r.codes, r.as_of))))
+            stmts.append(((region, b), self._write.bind(
+                (region, b, r.player_id, r.brand, r.features, r.codes, r.as_of))))
         for day_region, d in days:
             b = bucket_of(d.player_id, self.buckets)
             stmts.append(((day_region, d.day, b), self._activity.bind(
@@ -177,7 +180,7 @@ class FeatureStore:
         await write_batches(self.session, stmts, self.limit, "features_write")
 
     async def scan(self, region: str, bucket: int, page_size: int = 5000) -> AsyncIterator[list[Any]]:
-        """Pages of (player_id, features, codes, as_of) tuples of one bucket."""
+        """Pages of (player_id, brand, features, codes, as_of) tuples of one bucket."""
         async for page in pages(self.session, self._scan, (region, bucket), page_size):
             yield page
 
