@@ -24,10 +24,12 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
-from benchmarks import audit, authorize, churn, ingest, kb, memory, policy, recovery, segments, sla
+from benchmarks import audit, authorize, chat, churn, ingest, kb, memory, policy, recovery, segments, sla, tickets
 from benchmarks.common import Report, Target, offline
 
-NAMES = ("ingest", "authorize", "memory", "recovery", "policy", "audit", "sla", "kb", "churn", "segments")
+NAMES = (
+    "ingest", "authorize", "memory", "recovery", "policy", "audit", "sla", "kb", "churn", "segments", "chat", "tickets",
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -101,6 +103,8 @@ def jobs(args: argparse.Namespace, target: Target) -> dict[str, Callable[[], Awa
         "kb": lambda: offline(kb.measure, kb.KbOptions()),
         "churn": lambda: offline(churn.measure, churn.ChurnOptions()),
         "segments": lambda: offline(segments.measure, segments.SegmentsOptions(players=players(1_000_000))),
+        "chat": lambda: chat.run(target, chat.ChatOptions(chats=players(200))),
+        "tickets": lambda: tickets.run(target, tickets.TicketsOptions(players=players(100))),
     }
 
 
