@@ -335,6 +335,9 @@ class ReplySender:
         message = next((m for m in await self.store.messages(ticket) if m.message_id == message_id), None)
         if message is None:
             raise Undeliverable(f"ticket {ticket_id} has no message {message_id}", field="message_id")
+        if message.visibility != "public" or message.author_kind != "agent":
+            # The stored message decides, not the event: an internal note never leaves, whatever the bus says.
+            return Sent("skipped", f"stored message is {message.visibility} by {message.author_kind}")
         thread = await self.threads.thread(ticket_id)
         recipient = ticket.sender_email or next(
             (e.address for e in reversed(thread) if e.direction == "in" and e.address), None

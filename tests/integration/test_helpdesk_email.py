@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 from uuid import UUID, uuid5
@@ -21,13 +23,15 @@ from cassandra.cluster import Session
 
 from adapters.cassandra.session import aexecute, connect
 from adapters.cassandra.tickets import TicketStore
+from adapters.email_outbound import SmtpSender, SmtpUnavailable
 from adapters.settings import Settings
 from cluster.local.mailsink import DEFAULT_DIR as MAIL_DIR
 from cluster.local.mailsink import find, read_index
 from domain import tickets as rules
 from domain.email_threading import parse_message_ids
-from serve_apps.helpdesk_mail.gateway import NS_MESSAGE, NS_TICKET
-from serve_apps.helpdesk_mail.threads import short_id
+from schemas.tickets import MessageCreate
+from serve_apps.helpdesk_mail.gateway import NS_MESSAGE, NS_TICKET, ReplySender
+from serve_apps.helpdesk_mail.threads import EmailThreads, short_id
 from tests.integration.operators import BASE_URL, LoggedIn, Operators
 
 pytestmark = pytest.mark.stack
@@ -322,3 +326,60 @@ async def test_a_reply_event_delivered_again_is_not_emailed_twice(agent: LoggedI
     await reply(agent, tid, "Sent after the redelivery")
     await sunk(in_reply_to=out["message_id"])
     assert len(find(MAIL_DIR, message_id=out["message_id"])) == 1
+
+
+async def test_an_unreachable_relay_is_retried_then_failed_and_a_replay_sends_once(
+    agent: LoggedIn, db: Session, store: TicketStore
+) -> None:
+    # The gateway's sender driven directly (the deployed one talks to the sink): first a relay port
+    # nobody listens on, then the sink. Same Cassandra records as the deployed gateway.
+    who = player()
+    first = mail(who, "Relay down", "hello")
+    assert (await send(first))[0] == 250
+    tid = ticket_of(first)
+    # An agent's reply committed with the rules and the store only, so no event reaches the deployed gateway.
+    before = await store.get(tid)
+    body = MessageCreate(message_id=uuid.uuid4(), body="direct", visibility="public", author_kind="agent")
+    after, events = rules.apply(before, rules.AddMessage(body, agent.operator_id), datetime.now(UTC))
+    stored = rules.message_of(events)
+    assert stored is not None
+    await store.add_message(before, after, stored)
+    note = {"message_id": str(stored.message_id)}
+    threads = await asyncio.to_thread(EmailThreads, db)
+    event = {"ticket_id": str(tid), "message_id": note["message_id"], "channel": "email", "visibility": "public",
+             "author_kind": "agent"}
+
+    def sender(port: int) -> ReplySender:
+        smtp = SmtpSender(host="127.0.0.1", port=port, max_attempts=3, backoff_seconds=0.01, timeout_seconds=5)
+        return ReplySender(store, threads, smtp, domain="help.pitboss.local", from_address=SUPPORT)
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        with pytest.raises(SmtpUnavailable):
+            await sender(dead_port).handle(event)
+    record = await threads.send_record(UUID(note["message_id"]))
+    assert record is not None and (record.state, record.attempts) == ("failed", 1)
+    live = sender(2526)
+    assert (await live.handle(event)).outcome == "sent"
+    assert (await live.handle(event)).outcome == "duplicate"
+    record = await threads.send_record(UUID(note["message_id"]))
+    assert record is not None and (record.state, record.attempts) == ("sent", 2)
+    assert len(find(MAIL_DIR, message_id=record.email_message_id)) == 1
+
+
+async def test_an_event_calling_an_internal_note_public_sends_nothing(
+    agent: LoggedIn, db: Session, store: TicketStore
+) -> None:
+    who = player()
+    first = mail(who, "Forged event", "hello")
+    assert (await send(first))[0] == 250
+    tid = ticket_of(first)
+    note = await reply(agent, tid, "internal only", visibility="internal")
+    forged = {"ticket_id": str(tid), "message_id": note["message_id"], "channel": "email", "visibility": "public",
+              "author_kind": "agent"}
+    threads = await asyncio.to_thread(EmailThreads, db)
+    sender = ReplySender(store, threads, SmtpSender(host="127.0.0.1", port=2526), domain="help.pitboss.local",
+                         from_address=SUPPORT)
+    assert (await sender.handle(forged)).outcome == "skipped"
+    assert await threads.send_record(UUID(note["message_id"])) is None
