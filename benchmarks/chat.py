@@ -121,9 +121,13 @@ async def run(target: Target, opts: ChatOptions) -> Report:
         gate = asyncio.Semaphore(32)
 
         async def open_one(pid: str) -> dict[str, Any]:
+            body = {"player_id": pid, "chat_id": str(uuid.uuid4()), "message": "hello"}
             async with gate:
-                r = await client.post(f"{base}/helpdesk/v1/chat/sessions",
-                                      json={"player_id": pid, "chat_id": str(uuid.uuid4()), "message": "hello"})
+                for attempt in range(6):  # a 503 is retried with the same chat_id (idempotent)
+                    r = await client.post(f"{base}/helpdesk/v1/chat/sessions", json=body)
+                    if r.status_code != 503:
+                        break
+                    await asyncio.sleep(0.5 * 2**attempt)
                 r.raise_for_status()
                 return dict(r.json())
 
