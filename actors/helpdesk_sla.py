@@ -275,7 +275,11 @@ class SlaScheduler:
         if stored is None:
             await self.clocks.forget_open(tid)
             return False
-        ticket = await self.store.get(tid)
+        try:
+            ticket = await self.store.get(tid)
+        except NotFound:  # a clock without a ticket (a benchmark's, or a ticket purged): stop watching it
+            await self.clocks.forget_open(tid)
+            return True
         if ticket.version > stored.ticket_version:
             # A change without SLA events (priority, category) may not have been recorded: the
             # policy is chosen by the ticket as it is now.
