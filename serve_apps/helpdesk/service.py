@@ -301,10 +301,15 @@ class HelpDesk:
         """The least-loaded available agent of `team` now, or None."""
         if not self.routing.auto_assign:
             return None
-        online = [p for p in await self.presence.online() if p.status == "available" and team in p.teams]
-        if not online:
+        try:
+            online = [p for p in await self.presence.online() if p.status == "available" and team in p.teams]
+            if not online:
+                return None
+            loads = await self.routes.loads([p.agent_id for p in online])
+        except Exception:
+            # Presence or loads unreachable: the ticket still opens, unassigned, in its team's queue.
+            log.warning("auto-assignment skipped for team %s", team, exc_info=True)
             return None
-        loads = await self.routes.loads([p.agent_id for p in online])
         agents = [routing_rules.AgentState(p.agent_id, p.status, loads[p.agent_id], self._teams_of(p),
                                            p.last_assigned_at) for p in online]
         return routing_rules.choose_agent(agents, team, self.routing)
@@ -355,13 +360,13 @@ class HelpDesk:
     async def _after_commit(self, before: Ticket | None, after: Ticket, events: Sequence[rules.Event],
                             strict: bool) -> None:
         """Loads, SLA clocks, the bus. `strict`: a failure answers 503 (the caller's retry redoes it)."""
+        jobs = [self.routes.index(before, after), self._publish(self._bus_events(after, events))]
+        sla = rules.sla_events(events)
+        if self.sla is not None and sla:
+            jobs.append(self.sla.record(after, sla))
         try:
-            await self.routes.index(before, after)
-            if self.sla is not None:
-                sla = rules.sla_events(events)
-                if sla:
-                    await self.sla.record(after, sla)
-            await self._publish(self._bus_events(after, events))
+            # Independent of each other: one round of waiting, not three.
+            await asyncio.gather(*jobs)
         except PitbossError:
             raise
         except Exception as exc:
@@ -378,19 +383,26 @@ class HelpDesk:
         if actor.kind == "agent" and actor.operator is None:
             raise Forbidden("an agent acts with their operator session")
         try:
-            if body.player_id is not None:
-                player = await self._player(body.player_id, actor, "ticket.write")
-                if player.brand != body.brand:
-                    raise InvalidInput(f"player {body.player_id} is a player of brand {player.brand}", field="brand")
-            elif actor.operator is not None:
-                await authorize(self.bo, actor.operator, "ticket.write",
-                                Resource(kind="ticket", id=str(body.ticket_id), brand=body.brand))
+            team = routing_rules.team_for(self.routing, body.category, body.language)
+            # The player check and the agent choice wait on different stores: ask both at once.
+            picking = asyncio.ensure_future(self.pick_agent(team))
+            try:
+                if body.player_id is not None:
+                    player = await self._player(body.player_id, actor, "ticket.write")
+                    if player.brand != body.brand:
+                        raise InvalidInput(f"player {body.player_id} is a player of brand {player.brand}",
+                                           field="brand")
+                elif actor.operator is not None:
+                    await authorize(self.bo, actor.operator, "ticket.write",
+                                    Resource(kind="ticket", id=str(body.ticket_id), brand=body.brand))
+            except BaseException:
+                picking.cancel()
+                raise
             author = actor.id if actor.kind == "agent" else None
             ticket, events = rules.apply(None, rules.CreateTicket(body, author), now_ms())
             message = rules.message_of(events)
             assert message is not None
-            team = routing_rules.team_for(self.routing, body.category, body.language)
-            assignee = await self.pick_agent(team)
+            assignee = await picking
             ticket = replace(ticket, team=team, assignee=assignee)
             routed = rules.Assigned(ticket.ticket_id, ticket.created_at, "system:routing", team, assignee)
             events = (*events, routed)
@@ -412,8 +424,10 @@ class HelpDesk:
             await self._publish([self._created_event(stored)])
             return stored.public(), False
         if assignee is not None:
-            await self.presence.assigned(assignee, ticket.created_at)
-        await self._after_commit(None, ticket, events, strict=True)
+            await asyncio.gather(self.presence.assigned(assignee, ticket.created_at),
+                                 self._after_commit(None, ticket, events, strict=True))
+        else:
+            await self._after_commit(None, ticket, events, strict=True)
         await self._audit(actor, "ticket.create", ticket, after=_dump(ticket))
         return ticket.public(), True
 
