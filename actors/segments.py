@@ -111,6 +111,45 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+@dataclass(slots=True)
+class Scanned:
+    """Every stored feature row of a region, as read (columns of Python values)."""
+
+    ids: list[Any] = field(default_factory=list)
+    brands: list[Any] = field(default_factory=list)
+    blobs: list[bytes] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)
+    as_of: list[datetime] = field(default_factory=list)
+
+
+async def scan_features(store: FeatureStore, region: str, buckets: int, concurrency: int = SCAN_CONCURRENCY
+                        ) -> Scanned:
+    """Read a region's feature rows: one paged scan per bucket, `concurrency` at a time."""
+    out = Scanned()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(bucket: int) -> None:
+        async with gate:
+            async for page in store.scan(region, bucket):
+                for pid, brand, blob, code, at in page:
+                    out.ids.append(pid)
+                    out.brands.append(brand)
+                    out.blobs.append(blob)
+                    out.codes.append(code or "")
+                    out.as_of.append(at)
+
+    await asyncio.gather(*(one(b) for b in range(buckets)))
+    return out
+
+
+def build_matrix(scanned: Scanned) -> FeatureMatrix:
+    """A new matrix holding the scanned rows (one vectorised decode and bulk load)."""
+    matrix = FeatureMatrix(capacity=max(1024, len(scanned.ids)))
+    if scanned.ids:
+        matrix.bulk_load(scanned.ids, unpack_columns(scanned.blobs, scanned.codes))
+    return matrix
+
+
 class SegmentEngine:
     def __init__(self, region: str, env: dict[str, str] | None = None) -> None:
         os.environ.update(env or {})
@@ -201,36 +240,17 @@ class SegmentEngine:
             brands[: self.brand_of.size] = self.brand_of
             self.brand_of = brands
 
-    async def _scan_all(self) -> tuple[list[Any], list[Any], list[bytes], list[str], list[datetime]]:
-        ids: list[Any] = []
-        brands: list[Any] = []
-        blobs: list[bytes] = []
-        codes: list[str] = []
-        as_of: list[datetime] = []
-        gate = asyncio.Semaphore(SCAN_CONCURRENCY)
-
-        async def one(bucket: int) -> None:
-            async with gate:
-                async for page in self.features.scan(self.region, bucket):
-                    for pid, brand, blob, code, at in page:
-                        ids.append(pid)
-                        brands.append(brand)
-                        blobs.append(blob)
-                        codes.append(code or "")
-                        as_of.append(at)
-
-        await asyncio.gather(*(one(b) for b in range(self.settings.segment_feature_buckets)))
-        return ids, brands, blobs, codes, as_of
+    async def _scan_all(self) -> Scanned:
+        return await scan_features(self.features, self.region, self.settings.segment_feature_buckets)
 
     async def _rebuild(self, first: bool = False) -> dict[str, Any]:
         started = time.perf_counter()
         self._rebuilding = True
         try:
-            ids, brands, blobs, codes, stamps = await self._scan_all()
+            scanned = await self._scan_all()
+            ids, brands, stamps = scanned.ids, scanned.brands, scanned.as_of
             read_s = time.perf_counter() - started
-            matrix = FeatureMatrix(capacity=max(1024, len(ids)))
-            if ids:
-                matrix.bulk_load(ids, unpack_columns(blobs, codes))
+            matrix = build_matrix(scanned)
             old_matrix, old_segments = self.matrix, {k: (t, t.mask) for k, t in self.segments.items()}
             self.matrix = matrix
             self.as_of = np.zeros(max(1024, len(ids)), dtype=np.int64)
@@ -585,7 +605,8 @@ class SegmentEngine:
                     col[:n][stale & (col[:n] != _null(spec.dtype))] = 0
 
     async def _catch_up(self) -> None:
-        ids, brands, blobs, codes, stamps = await self._scan_all()
+        scanned = await self._scan_all()
+        ids, brands, blobs, codes, stamps = scanned.ids, scanned.brands, scanned.blobs, scanned.codes, scanned.as_of
         fresh = []
         for i, pid in enumerate(ids):
             r = self.matrix.row_of(pid)

@@ -24,11 +24,27 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
-from benchmarks import audit, authorize, chat, churn, ingest, kb, memory, policy, recovery, segments, sla, tickets
+from benchmarks import (
+    audit,
+    authorize,
+    chat,
+    churn,
+    ingest,
+    kb,
+    memory,
+    policy,
+    recovery,
+    segment_latency,
+    segment_rebuild,
+    segments,
+    sla,
+    tickets,
+)
 from benchmarks.common import Report, Target, offline
 
 NAMES = (
     "ingest", "authorize", "memory", "recovery", "policy", "audit", "sla", "kb", "churn", "segments", "chat", "tickets",
+    "segment_rebuild", "segment_latency",
 )
 
 
@@ -103,6 +119,8 @@ def jobs(args: argparse.Namespace, target: Target) -> dict[str, Callable[[], Awa
         "kb": lambda: offline(kb.measure, kb.KbOptions()),
         "churn": lambda: offline(churn.measure, churn.ChurnOptions()),
         "segments": lambda: offline(segments.measure, segments.SegmentsOptions(players=players(1_000_000))),
+        "segment_rebuild": lambda: segment_rebuild.run(segment_rebuild.RebuildOptions(players=players(1_000_000))),
+        "segment_latency": lambda: segment_latency.run(target, segment_latency.LatencyOptions(players=players(200))),
         "chat": lambda: chat.run(target, chat.ChatOptions(chats=players(200))),
         "tickets": lambda: tickets.run(target, tickets.TicketsOptions(players=players(100))),
     }
