@@ -141,6 +141,7 @@ class PlayerShard:
         # Players whose state changed since the last feature flush -> their latest state (a reference:
         # a turn works on its own decoded copy and never touches it again).
         self._dirty: dict[UUID, PlayerState] = {}
+        self._features_wake = asyncio.Event()
         self._engine: Any = None
         self._engine_looked_up = 0.0
         self.store: PlayerStore
@@ -375,6 +376,7 @@ class PlayerShard:
         """The entries are durable: the player's cached state moves on."""
         act.state = _pack_state(state)
         self._dirty[pid] = state
+        self._features_wake.set()
         act.seen = add_ids(act.seen, new_ids)
         act.seq = entries[-1].seq
         if created:
@@ -483,10 +485,12 @@ class PlayerShard:
                 await asyncio.sleep(2.0)
 
     async def _features_loop(self) -> None:
-        """Writes the dirty players' feature rows and pushes them to the segment engine."""
+        """Writes the dirty players' feature rows and pushes them to the segment engine: at once after a
+        quiet spell (a lone event is not delayed), then at most once per interval while turns keep coming."""
         interval = self.settings.segment_feature_flush_ms / 1000
         while True:
-            await asyncio.sleep(interval)
+            await self._features_wake.wait()
+            self._features_wake.clear()
             if not self._dirty:
                 continue
             batch, self._dirty = self._dirty, {}
@@ -500,7 +504,9 @@ class PlayerShard:
                     self._dirty.setdefault(pid, state)
                 FEATURE_ROWS.labels("failed").inc(len(batch))
                 log.warning("feature rows of %s players not written; retrying", len(batch), exc_info=True)
+                self._features_wake.set()
                 await asyncio.sleep(min(5.0, interval * 10))
+            await asyncio.sleep(interval)
 
     async def _flush_features(self, batch: dict[UUID, PlayerState]) -> None:
         now = datetime.now(UTC)
