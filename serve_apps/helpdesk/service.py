@@ -17,9 +17,10 @@ Decisions:
   or message are published again (their ids are derived from the ticket and message ids, so a
   consumer applies them once). A failure after the commit answers 503: the caller retries the
   same request and the retry finishes the work. Updates publish best effort (logged).
-- Events (`bo.bus`, routing key = type): ticket.created, ticket.message_added,
-  ticket.status_changed, ticket.assigned. The envelope's player_id is the nil UUID for a ticket
-  not yet linked to a player (an email from an unknown sender); the payload says null.
+- Events (`bo.bus`, routing key = type): ticket.created (with the first message's id),
+  ticket.message_added (every later message), ticket.status_changed, ticket.assigned. The
+  envelope's player_id is the nil UUID for a ticket not yet linked to a player (an email from an
+  unknown sender); the payload says null.
 """
 
 from __future__ import annotations
@@ -329,7 +330,7 @@ class HelpDesk:
         return self._envelope(t, TICKET_CREATED, _event_id(t.ticket_id, "created"), t.created_at, {
             "channel": t.channel, "category": t.category, "priority": t.priority, "status": t.status,
             "team": t.team, "assignee": t.assignee, "subject": t.subject, "language": t.language,
-            "sender_email": t.sender_email,
+            "sender_email": t.sender_email, "message_id": str(rules.first_message_id(t.ticket_id)),
         })
 
     def _message_event(self, t: Ticket, m: MessagePublic) -> PitbossEvent:
@@ -342,8 +343,8 @@ class HelpDesk:
         out: list[PitbossEvent] = []
         for e in events:
             if isinstance(e, rules.TicketCreated):
+                # The first message travels in ticket.created (its id in the payload): one publish, not two.
                 out.append(self._created_event(after))
-                out.append(self._message_event(after, e.message))
             elif isinstance(e, rules.MessageAdded):
                 out.append(self._message_event(after, e.message))
             elif isinstance(e, rules.StatusChanged):
@@ -416,12 +417,7 @@ class HelpDesk:
                 raise Conflict(f"ticket {body.ticket_id} already exists with other details", field="ticket_id")
             # Finish what the first attempt may not have: the same events, the same SLA ids.
             _, replayed = rules.apply(None, rules.CreateTicket(body, author), stored.created_at)
-            first = rules.message_of(replayed)
-            redo: list[rules.Event] = [*rules.sla_events(replayed)]
-            if first is not None:
-                redo.append(rules.MessageAdded(stored.ticket_id, stored.created_at, author, first))
-            await self._after_commit(None, stored, redo, strict=True)
-            await self._publish([self._created_event(stored)])
+            await self._after_commit(None, stored, replayed, strict=True)
             return stored.public(), False
         if assignee is not None:
             await asyncio.gather(self.presence.assigned(assignee, ticket.created_at),
