@@ -432,7 +432,7 @@ class SegmentEngine:
     async def _replace_members(self, t: Tracked) -> None:
         """Store a first population: members table and Redis set made equal to the mask (no events)."""
         members = self.matrix.player_ids(np.flatnonzero(t.mask))
-        stored = set(await self.store.all_members(t.segment_id))
+        stored = await self._stored_members(t.segment_id)
         current = set(members)
         await self.store.add_members(t.segment_id, sorted(current - stored, key=str))
         await self.store.remove_members(t.segment_id, sorted(stored - current, key=str))
@@ -448,6 +448,19 @@ class SegmentEngine:
         else:
             await self.redis.delete(key)
 
+    async def _stored_members(self, segment_id: str) -> set[uuid.UUID]:
+        """The stored members this engine answers for: players of other regions are theirs."""
+        return {p for p in await self.store.all_members(segment_id) if self.matrix.row_of(p) is not None}
+
+    async def _sync_definitions(self) -> None:
+        """Follow segments materialised or retired through another region's engine."""
+        for d in await self.store.definitions():
+            t = self.segments.get(d.segment_id)
+            if d.retired and t is not None and t.version <= d.version:
+                self.segments.pop(d.segment_id, None)
+            elif not d.retired and (t is None or t.version < d.version):
+                await self._resume(d)
+
     # ---------------------------------------------------------------- segments
 
     async def _resume(self, d: Materialised) -> None:
@@ -457,7 +470,7 @@ class SegmentEngine:
         t = Tracked(d.segment_id, d.version, rule, d.rule, data.get("brand"), np.zeros(0, dtype=np.bool_))
         now = datetime.now(UTC)
         t.mask = self._evaluate(t, now)
-        stored = set(await self.store.all_members(d.segment_id))
+        stored = await self._stored_members(d.segment_id)
         current = set(self.matrix.player_ids(np.flatnonzero(t.mask)))
         self.segments[d.segment_id] = t
         self._emit(t, sorted(current - stored, key=str), sorted(stored - current, key=str),
@@ -605,6 +618,7 @@ class SegmentEngine:
                     col[:n][stale & (col[:n] != _null(spec.dtype))] = 0
 
     async def _catch_up(self) -> None:
+        await self._sync_definitions()
         scanned = await self._scan_all()
         ids, brands, blobs, codes, stamps = scanned.ids, scanned.brands, scanned.blobs, scanned.codes, scanned.as_of
         fresh = []
