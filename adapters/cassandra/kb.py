@@ -21,7 +21,10 @@ from uuid import UUID
 from cassandra.cluster import Session
 
 from adapters.cassandra.session import aexecute
+from adapters.cassandra.tickets import _TICKET_COLUMNS as TICKET_COLUMNS
+from adapters.cassandra.tickets import _ticket as ticket_of_row
 from domain.errors import Conflict, InvalidInput, NotFound
+from domain.tickets import Ticket
 
 _CONCURRENCY = 32
 _ARTICLE = (
@@ -199,13 +202,19 @@ class KbStore:
 
     async def create(self, a: ArticleRow) -> tuple[ArticleRow, bool]:
         """Store a new article (version 1). A retry with the same id returns the stored one, False."""
+        existing = await self.find(a.article_id)
+        if existing is not None:  # a retry: its slug was claimed the first time
+            return existing, False
         await self.claim_slug(a.brand, a.slug, a.article_id)
         rows = await self._run(self._create, (
             a.article_id, a.brand, a.language, a.category, a.slug, a.title, a.body, list(a.tags), a.version,
             a.published_version, a.created_at, a.created_by, a.updated_at, a.updated_by, a.published_at,
         ), "create")
-        if not _applied(rows):
-            return await self.get(a.article_id), False
+        if not _applied(rows):  # a concurrent retry won: keep its slug, drop ours if it differs
+            stored = await self.get(a.article_id)
+            if (stored.brand, stored.slug) != (a.brand, a.slug):
+                await self.release_slug(a.brand, a.slug, a.article_id)
+            return stored, False
         await self._put_history(version_of(a))
         await self._after(None, a)
         return a, True
@@ -375,18 +384,27 @@ class TicketScan:
         p = session.prepare
         self.session = session
         self._days = p("SELECT day FROM ticket_queue_days WHERE brand = ? AND status = ? AND day >= ? AND day <= ?")
-        self._first = p("SELECT created_at, ticket_id FROM ticket_queue WHERE brand = ? AND status = ? AND day = ? "
-                        "LIMIT ?")
-        self._after = p("SELECT created_at, ticket_id FROM ticket_queue WHERE brand = ? AND status = ? AND day = ? "
+        cols = "created_at, ticket_id, team, assignee"
+        self._first = p(f"SELECT {cols} FROM ticket_queue WHERE brand = ? AND status = ? AND day = ? LIMIT ?")
+        self._after = p(f"SELECT {cols} FROM ticket_queue WHERE brand = ? AND status = ? AND day = ? "
                         "AND (created_at, ticket_id) < (?, ?) LIMIT ?")
+        # Many tickets a report: read in batches of partitions by one coordinator each.
+        self._tickets = p(f"SELECT {TICKET_COLUMNS} FROM tickets WHERE ticket_id IN ?")
         self._limit = asyncio.Semaphore(_CONCURRENCY)
 
     async def _run(self, stmt: Any, params: Sequence[Any], op: str) -> list[dict[str, Any]]:
         return await aexecute(self.session, stmt, params, op=f"kpi_{op}", limit=self._limit)
 
+    async def tickets(self, ids: Sequence[UUID], batch: int = 100) -> list[Ticket]:
+        """The tickets of those ids that exist (in no particular order)."""
+        parts = await asyncio.gather(*(self._run(self._tickets, (list(ids[i:i + batch]),), "tickets")
+                                       for i in range(0, len(ids), batch)))
+        return [ticket_of_row(r) for rows in parts for r in rows]
+
     async def ids(self, brand: str, statuses: Sequence[str], first_day: str, last_day: str, cap: int,
-                  page: int = 1000) -> list[UUID]:
-        """Ticket ids in the queue rows of those statuses and days (inclusive, "YYYY-MM-DD");
+                  page: int = 1000, team: str | None = None, assignee: str | None = None) -> list[UUID]:
+        """Ticket ids in the queue rows of those statuses and days (inclusive, "YYYY-MM-DD"), of
+        that team and assignee when given (as the row says: the caller checks the ticket row);
         InvalidInput (field "to") past `cap` ids."""
         out: list[UUID] = []
         for status in statuses:
@@ -394,7 +412,8 @@ class TicketScan:
             for day in days:
                 rows = await self._run(self._first, (brand, status, day, page), "queue")
                 while True:
-                    out.extend(r["ticket_id"] for r in rows)
+                    out.extend(r["ticket_id"] for r in rows if (team is None or r["team"] == team)
+                               and (assignee is None or r["assignee"] == assignee))
                     if len(out) > cap:
                         raise InvalidInput(f"more than {cap} tickets to read: choose a shorter period", field="to")
                     if len(rows) < page:

@@ -281,6 +281,7 @@ async def ticket_suggestions(bo: BackOffice, kb: KbService, op: Operator, ticket
     t = await kb.tickets.get(ticket_id)
     await authorize(bo, op, "ticket.read", Resource(kind="ticket", id=str(ticket_id), brand=t.brand))
     messages = await kb.tickets.messages(t, 200)
-    # The player's words matter most; agents' replies and internal notes would pull in what was already sent.
-    text = "\n".join([t.subject, *(m.body for m in messages if m.author_kind == "player")])
+    # The request (the first message, even when an agent typed it for a caller) and the player's words;
+    # agents' replies and internal notes would pull in what was already sent.
+    text = "\n".join([t.subject, *(m.body for i, m in enumerate(messages) if i == 0 or m.author_kind == "player")])
     return await kb.suggest(t.brand, text, primary_language(t.language), limit)

@@ -22,7 +22,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from domain import helpdesk_kpis as kpis
-from domain.errors import InvalidInput, NotFound, PitbossError
+from domain.errors import InvalidInput, PitbossError
 from domain.policy import Resource
 from domain.tickets import Ticket
 from schemas.common import Brand
@@ -41,17 +41,6 @@ def _fact(t: Ticket, breached: bool | None) -> kpis.TicketFact:
         ticket_id=t.ticket_id, brand=t.brand, channel=t.channel, status=t.status, created_at=t.created_at, team=t.team,
         assignee=t.assignee, first_responded_at=t.first_responded_at, solved_at=t.solved_at, sla_breached=breached,
     )
-
-
-async def _tickets(kb: KbService, ids: list[UUID]) -> list[Ticket]:
-    async def one(i: UUID) -> Ticket | None:
-        try:
-            return await kb.tickets.get(i)
-        except NotFound:
-            return None
-
-    found = await asyncio.gather(*(one(i) for i in ids))
-    return [t for t in found if t is not None]
 
 
 async def _breaches(tickets: list[Ticket], now: datetime) -> dict[UUID, bool]:
@@ -93,15 +82,20 @@ async def kpi_report(bo: BackOffice, kb: KbService, op: Operator, brand: str, st
     full = "report.read" in bo.policy.permissions_for(op.subject.roles)
     cap = bo.settings.kpi_max_tickets
     last = end - timedelta(milliseconds=1)
+    # The queue rows carry team and assignee: only the tickets they name are read.
+    who = None if full else op.id
     period_ids, active_ids = await asyncio.gather(
-        kb.scan.ids(brand, STATUSES, start.strftime("%Y-%m-%d"), last.strftime("%Y-%m-%d"), cap),
-        kb.scan.ids(brand, sorted(kpis.ACTIVE), "0000-01-01", "9999-12-31", cap),
+        kb.scan.ids(brand, STATUSES, start.strftime("%Y-%m-%d"), last.strftime("%Y-%m-%d"), cap, team=team,
+                    assignee=who),
+        kb.scan.ids(brand, sorted(kpis.ACTIVE), "0000-01-01", "9999-12-31", cap, team=team, assignee=who),
     )
     if len(set(period_ids) | set(active_ids)) > cap:
         raise InvalidInput(f"more than {cap} tickets to read: choose a shorter period", field="to")
-    tickets = {t.ticket_id: t for t in await _tickets(kb, list(dict.fromkeys([*period_ids, *active_ids])))}
+    tickets = {t.ticket_id: t for t in await kb.scan.tickets(list(dict.fromkeys([*period_ids, *active_ids])))}
     keep = [t for t in tickets.values() if (team is None or t.team == team) and (full or t.assignee == op.id)]
-    breached = await _breaches(keep, now)
+    in_period = set(period_ids)
+    # SLA verdicts count for the period's tickets only (the backlog is counted by age).
+    breached = await _breaches([t for t in keep if t.ticket_id in in_period], now)
     facts = {t.ticket_id: _fact(t, breached.get(t.ticket_id)) for t in keep}
     period = [facts[i] for i in dict.fromkeys(period_ids) if i in facts]
     active = [f for f in facts.values() if f.status in kpis.ACTIVE]
