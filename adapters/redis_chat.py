@@ -75,6 +75,16 @@ class Claim:
     pending: bool
 
 
+def _offer(queue: asyncio.Queue[dict[str, Any]], frame: dict[str, Any]) -> None:
+    """Queue a frame; a socket too slow to keep up loses its queue and replays from Cassandra instead."""
+    try:
+        queue.put_nowait(frame)
+    except asyncio.QueueFull:
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(GAP)
+
+
 class ChatHub:
     def __init__(self, redis_url: str) -> None:
         self.commands = aioredis.from_url(redis_url, socket_timeout=3)
@@ -190,7 +200,7 @@ class ChatHub:
             except ValueError:
                 continue
             for queue in list(self._subs.get(channel, ())):
-                queue.put_nowait(frame)
+                _offer(queue, frame)
 
     async def _reconnect(self) -> None:
         while True:
@@ -206,7 +216,7 @@ class ChatHub:
                 log.warning("chat hub still without Redis: %s", exc)
                 continue
             for queue in queues:
-                queue.put_nowait(GAP)
+                _offer(queue, GAP)
             return
 
     async def aclose(self) -> None:

@@ -64,6 +64,8 @@ _COPIED_SECONDS = 7 * 24 * 3600
 _SESSION_RECHECK = 30.0  # seconds between checks that an agent's session is still valid
 _TICKET_RECHECK = 5.0  # seconds a socket trusts the ticket status it read
 _QUEUE = 1000
+_COPY_DELAY = 1.0  # seconds a chat's new lines wait to be copied into its ticket together
+_COPY_CONCURRENCY = 4  # chats a replica copies into tickets at once
 CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN = 4401, 4403
 
 
@@ -100,6 +102,7 @@ class TranscriptCopier:
         self.operators: dict[str, Operator] = {}
         self._dirty: set[UUID] = set()
         self._tasks: dict[UUID, asyncio.Task[None]] = {}
+        self._bound = asyncio.Semaphore(_COPY_CONCURRENCY)
 
     def remember(self, op: Operator) -> None:
         if len(self.operators) > 10_000:
@@ -120,9 +123,14 @@ class TranscriptCopier:
         try:
             backoff = 0.2
             while ticket_id in self._dirty:
+                # Wait a little so one copy takes a burst of lines, then copy under the replica-wide
+                # bound: copying (an LWT per line) must never starve the sockets' delivery.
+                await asyncio.sleep(_COPY_DELAY)
                 self._dirty.discard(ticket_id)
                 try:
-                    if not await self.copy(ticket_id):
+                    async with self._bound:
+                        copied = await self.copy(ticket_id)
+                    if not copied:
                         self._dirty.add(ticket_id)  # another replica holds the lock: run after it
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, 5.0)
@@ -441,9 +449,11 @@ async def _refuse(ws: WebSocket, exc: PitbossError) -> None:
                    reason=exc.detail[:120])
 
 
-async def _serve(conn: Conn, handle: Any) -> None:
-    """Pump Redis frames out while reading the client's frames, until either side ends."""
+async def _serve(conn: Conn, handle: Any, watch: Any = None) -> None:
+    """Pump Redis frames out while reading the client's frames, until either side ends (or `watch`,
+    a coroutine run alongside, closes the socket)."""
     pump = asyncio.create_task(conn.pump())
+    watcher = asyncio.create_task(watch) if watch is not None else None
     try:
         while not pump.done():
             message = await conn.ws.receive()
@@ -460,9 +470,11 @@ async def _serve(conn: Conn, handle: Any) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pump
+        for task in (pump, watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await conn.close()
         if conn.ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
@@ -569,7 +581,15 @@ async def agent_socket(
     await websocket.accept()
     conn = Conn(websocket, rt, "agent")
     rt.copier.remember(op)
-    checked = time.monotonic()
+
+    async def watch() -> None:
+        # A revoked or expired session (or a disabled operator) stops a socket already open, even a
+        # silent one that only receives; the check also counts as activity for the idle timeout.
+        while True:
+            await asyncio.sleep(_SESSION_RECHECK)
+            if await bo.identity.session(op.session.sid) is None:
+                await _refuse_open(conn, Unauthorized("the session ended: log in again", field="session"))
+                return
 
     async def chat_of(ticket_id: UUID) -> Ticket:
         t = await rt.hd.tickets.get(ticket_id)
@@ -579,13 +599,6 @@ async def agent_socket(
         return t
 
     async def handle(frame: Any) -> bool:
-        nonlocal checked
-        if time.monotonic() - checked > _SESSION_RECHECK:
-            # A revoked or expired session stops a socket that is already open.
-            if await bo.identity.session(op.session.sid) is None:
-                await _refuse_open(conn, Unauthorized("the session ended: log in again", field="session"))
-                return False
-            checked = time.monotonic()
         try:
             if isinstance(frame, JoinFrame):
                 t = await chat_of(frame.ticket_id)
@@ -626,7 +639,7 @@ async def agent_socket(
         await conn.follow(c.ticket_id, None)
         rt.copier.poke(c.ticket_id)
     await conn.send({"type": "ready", "operator_id": op.id, "chats": [c.model_dump(mode="json") for c in chats]})
-    await _serve(conn, handle)
+    await _serve(conn, handle, watch())
 
 
 async def _refuse_open(conn: Conn, exc: PitbossError) -> None:

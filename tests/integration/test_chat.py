@@ -100,8 +100,9 @@ async def line(ws: ClientConnection, ticket_id: str, body: str, to: str | None =
 
 
 async def transcript(store: TicketStore, ticket_id: str, expected: list[str]) -> list[Any]:
-    """The ticket's messages once every expected body is among them (copied in the background)."""
-    deadline = time.monotonic() + WAIT
+    """The ticket's messages once every expected body is among them (copied in the background, after
+    the deliveries: on a loaded host that may take a while)."""
+    deadline = time.monotonic() + 4 * WAIT
     while True:
         ticket = await store.get(UUID(ticket_id))
         messages = await store.messages(ticket)
