@@ -58,7 +58,18 @@ async def rollout() -> int:
         print(f"consumer {i}: restarted")
     await _restart_audit(settings)
     await _restart_sla_scheduler(settings)
+    await _restart_segment_engine(settings)
     return 0
+
+
+async def _restart_segment_engine(settings: Settings) -> None:
+    """The engine answers `stats()` only once its matrix is rebuilt from Cassandra."""
+    from actors.segments import ensure_segment_engine
+
+    engine = ensure_segment_engine(settings)
+    ray.kill(engine, no_restart=False)
+    await _wait_ready(engine, timeout=900.0)
+    print("segment engine: restarted")
 
 
 async def _restart_audit(settings: Settings) -> None:
