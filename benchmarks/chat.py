@@ -216,6 +216,8 @@ async def run(target: Target, opts: ChatOptions) -> Report:
     copy_seconds = time.monotonic() - copy_started
 
     total = len(sent_at)
+    delivered.sort()  # percentile() reads a sorted sequence
+    acked.sort()
     report = Report("chat", f"{opts.chats} open chats ({opts.chats} player + {len(agent_sockets)} agent sockets), "
                             f"{total} lines at {total / elapsed:.0f}/s over {elapsed:.0f}s")
     if delivered:
