@@ -48,7 +48,7 @@ class SegmentPublic(BaseModel):
     rule: dict[str, Any]
     version: int
     status: str
-    count: int | None = Field(description="Members at the last materialisation or change seen by the service.")
+    count: int | None = Field(description="Members now, per the region's engine (else the last stored count).")
     created_by_name: str | None
     created_at: datetime
     updated_by_name: str | None

@@ -418,8 +418,9 @@ async def live(segment_id: UUID, request: Request, op: Annotated[Operator, Requi
     nxt = None
     if seg.status == service.ACTIVE:
         members, nxt = await service.members(bo, op, segment_id, None, 25, service.DEFAULT_FEATURES)
+    size = seg.count if seg.count is not None else (points[-1].count if points else None)
     return page(request, bo, "_segment_live.html", op, segment=seg, chart=size_chart(points),
-                size=points[-1].count if points else seg.count, members=members, more=nxt is not None,
+                size=size, members=members, more=nxt is not None,
                 features=service.DEFAULT_FEATURES)
 
 

@@ -2,7 +2,7 @@
 checks the policy on what it touches, does the work, and audits every change and every export.
 
 Storage: segment and experiment definitions in the tables of `schemas/cql/014_segments_defs.cql`
-(`DefinitionStore` below); membership, size history and the feature matrix belong to the region's
+(`adapters/cassandra/segment_defs.py`); membership, size history and the feature matrix belong to the region's
 segment engine (`actors/segments.py`, `adapters/cassandra/segments.py`), reached with a timeout.
 
 Rules are checked here with `domain.segments.parse_rule` before anything is stored or sent to the
@@ -32,18 +32,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from cassandra.cluster import Session
 from pydantic import ValidationError
 
 from actors.router import call
+from adapters.cassandra.segment_defs import ACTIVE as ACTIVE  # re-exported for the pages
+from adapters.cassandra.segment_defs import RETIRED, DefinitionStore
 from adapters.cassandra.segments import SegmentStore
-from adapters.cassandra.session import aexecute
 from adapters.settings import Settings
 from domain import ab
 from domain.errors import Conflict, InvalidInput, NotFound, Unavailable
 from domain.policy import Resource
 from domain.segments import parse_rule
-from schemas.experiments import BUCKETS, HOLDOUT, Assignment, Experiment
+from schemas.experiments import BUCKETS, HOLDOUT, Experiment
 from schemas.features import FEATURES
 from schemas.segment_api import (
     AssignmentPublic,
@@ -66,8 +66,6 @@ from serve_apps.backoffice.runtime import BackOffice
 
 log = logging.getLogger("pitboss.segments")
 
-SCOPE = "all"
-ACTIVE, RETIRED = "active", "retired"
 MAX_PAGE = 500
 PROFILE_FIELDS = ("email", "first_name", "last_name", "phone", "country", "language")
 DEFAULT_FEATURES = ("country", "lifecycle_stage", "deposits_sum_30d", "last_active_at", "churn_risk")
@@ -101,10 +99,6 @@ def _fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
-def _applied(rows: list[dict[str, Any]]) -> bool:
-    return bool(rows) and bool(rows[0].get("[applied]"))
-
-
 def encode_cursor(at: datetime, key: str) -> str:
     return base64.urlsafe_b64encode(f"{int(at.timestamp() * 1000)}|{key}".encode()).decode()
 
@@ -117,139 +111,6 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
         return datetime.fromtimestamp(int(ms) / 1000, UTC), key
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("not a cursor this API handed out", field="cursor") from None
-
-
-# ---------------------------------------------------------------------------- storage
-
-
-class DefinitionStore:
-    """Segment and experiment definitions (014). Statements prepared once per replica; the
-    constructor blocks on the prepares, so it is built off the event loop (`runtime`)."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        p = session.prepare
-        self._seg_insert = p(
-            "INSERT INTO segment_defs (segment_id, brand, name, description, rule, version, status, fingerprint, "
-            "created_by, created_by_name, created_at, last_count) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?) "
-            "IF NOT EXISTS"
-        )
-        self._seg_get = p("SELECT * FROM segment_defs WHERE segment_id = ?")
-        self._seg_update = p(
-            "UPDATE segment_defs SET name = ?, description = ?, rule = ?, version = ?, status = ?, "
-            "updated_by_name = ?, updated_at = ? WHERE segment_id = ? IF version = ?"
-        )
-        self._seg_count = p("UPDATE segment_defs SET last_count = ? WHERE segment_id = ?")
-        self._seg_index = p("INSERT INTO segment_index (scope, created_at, segment_id, brand) VALUES (?, ?, ?, ?)")
-        self._seg_list = p("SELECT created_at, segment_id, brand FROM segment_index WHERE scope = ? LIMIT ?")
-        self._seg_list_from = p(
-            "SELECT created_at, segment_id, brand FROM segment_index WHERE scope = ? AND created_at <= ? LIMIT ?"
-        )
-        self._exp_insert = p(
-            "INSERT INTO experiments (experiment_key, brand, segment_id, definition, version, fingerprint, created_by, "
-            "created_by_name, created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?) IF NOT EXISTS"
-        )
-        self._exp_get = p("SELECT * FROM experiments WHERE experiment_key = ?")
-        self._exp_update = p(
-            "UPDATE experiments SET definition = ?, version = ?, updated_at = ? WHERE experiment_key = ? IF version = ?"
-        )
-        self._exp_index = p(
-            "INSERT INTO experiment_index (scope, created_at, experiment_key, brand) VALUES (?, ?, ?, ?)"
-        )
-        self._exp_list = p("SELECT created_at, experiment_key, brand FROM experiment_index WHERE scope = ? LIMIT ?")
-        self._exp_list_from = p(
-            "SELECT created_at, experiment_key, brand FROM experiment_index WHERE scope = ? AND created_at <= ? LIMIT ?"
-        )
-        self._assign_insert = p(
-            "INSERT INTO experiment_assignments (experiment_key, player_id, variant, bucket, in_holdout, "
-            "definition_version, assigned_at) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
-        )
-        self._assign_get = p("SELECT * FROM experiment_assignments WHERE experiment_key = ? AND player_id = ?")
-
-    # -- segments
-
-    async def insert_segment(self, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        rows = await aexecute(
-            self.session,
-            self._seg_insert,
-            (row["segment_id"], row["brand"], row["name"], row["description"], row["rule"], ACTIVE,
-             row["fingerprint"], row["created_by"], row["created_by_name"], row["created_at"], None),
-            op="segment_create",
-        )
-        if _applied(rows):
-            return await self.segment(row["segment_id"]), True
-        return await self.segment(row["segment_id"]), False
-
-    async def index_segment(self, created_at: datetime, segment_id: UUID, brand: str) -> None:
-        await aexecute(self.session, self._seg_index, (SCOPE, created_at, segment_id, brand), op="segment_index")
-
-    async def segment(self, segment_id: UUID) -> dict[str, Any]:
-        rows = await aexecute(self.session, self._seg_get, (segment_id,), op="segment_get")
-        if not rows:
-            raise NotFound(f"no segment {segment_id}", field="segment_id")
-        return dict(rows[0])
-
-    async def update_segment(self, segment_id: UUID, expected: int, values: dict[str, Any]) -> bool:
-        rows = await aexecute(
-            self.session,
-            self._seg_update,
-            (values["name"], values["description"], values["rule"], values["version"], values["status"],
-             values["updated_by_name"], values["updated_at"], segment_id, expected),
-            op="segment_update",
-        )
-        return _applied(rows)
-
-    async def set_count(self, segment_id: UUID, count: int) -> None:
-        await aexecute(self.session, self._seg_count, (count, segment_id), op="segment_count")
-
-    async def index_page(self, kind: str, after: tuple[datetime, str] | None, fetch: int) -> list[dict[str, Any]]:
-        seg = kind == "segment"
-        params: tuple[Any, ...]
-        if after is None:
-            stmt, params = (self._seg_list if seg else self._exp_list), (SCOPE, fetch)
-        else:
-            stmt, params = (self._seg_list_from if seg else self._exp_list_from), (SCOPE, after[0], fetch)
-        return [dict(r) for r in await aexecute(self.session, stmt, params, op=f"{kind}_list")]
-
-    # -- experiments
-
-    async def insert_experiment(self, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        rows = await aexecute(
-            self.session,
-            self._exp_insert,
-            (row["experiment_key"], row["brand"], row["segment_id"], row["definition"], row["fingerprint"],
-             row["created_by"], row["created_by_name"], row["created_at"], row["created_at"]),
-            op="experiment_create",
-        )
-        return await self.experiment(row["experiment_key"]), _applied(rows)
-
-    async def index_experiment(self, created_at: datetime, key: str, brand: str) -> None:
-        await aexecute(self.session, self._exp_index, (SCOPE, created_at, key, brand), op="experiment_index")
-
-    async def experiment(self, key: str) -> dict[str, Any]:
-        rows = await aexecute(self.session, self._exp_get, (key,), op="experiment_get")
-        if not rows:
-            raise NotFound(f"no experiment {key!r}", field="experiment_key")
-        return dict(rows[0])
-
-    async def update_experiment(self, key: str, expected: int, definition: str, now: datetime) -> bool:
-        rows = await aexecute(
-            self.session, self._exp_update, (definition, expected + 1, now, key, expected), op="experiment_update"
-        )
-        return _applied(rows)
-
-    async def assignment(self, key: str, player_id: UUID) -> dict[str, Any] | None:
-        rows = await aexecute(self.session, self._assign_get, (key, player_id), op="assignment_get")
-        return dict(rows[0]) if rows else None
-
-    async def claim(self, key: str, player_id: UUID, a: Assignment, version: int, now: datetime) -> bool:
-        rows = await aexecute(
-            self.session,
-            self._assign_insert,
-            (key, player_id, a.variant, a.bucket, a.in_holdout, version, now),
-            op="assignment_claim",
-        )
-        return _applied(rows)
 
 
 class Engine:
@@ -268,10 +129,10 @@ class Engine:
             self._handle = await asyncio.to_thread(module.ensure_segment_engine, self.settings)
         return self._handle
 
-    async def ask(self, method: str, *args: Any) -> Any:
+    async def ask(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         h = await self.handle()
         try:
-            return await call(getattr(h, method).remote(*args), self.settings.segments_call_timeout_seconds)
+            return await call(getattr(h, method).remote(*args), timeout or self.settings.segments_call_timeout_seconds)
         except Unavailable:
             raise Unavailable("the segment engine did not answer; retry in a moment") from None
 
@@ -317,6 +178,27 @@ def check(rule: dict[str, Any]) -> dict[str, Any]:
     """The rule, unchanged, once `parse_rule` accepted it (InvalidInput names the bad part)."""
     parse_rule(rule)
     return rule
+
+
+# A read page must not hang on an engine that is rebuilding: the stored count is shown meanwhile.
+_LIVE_COUNT_TIMEOUT = 2.0
+
+
+async def live_counts(rt: Runtime) -> dict[str, int]:
+    """Current member counts of the segments the region's engine tracks. Size samples are written
+    at most once per PITBOSS_SEGMENT_SIZE_SAMPLE_SECONDS, so they cannot show a size changing as
+    events arrive; the engine's own count can. Empty when the engine does not answer quickly."""
+    try:
+        stats = await rt.engine.ask("stats", timeout=_LIVE_COUNT_TIMEOUT)
+    except Unavailable:
+        return {}
+    tracked = stats.get("segments") or {}
+    return {str(sid): int(v["count"]) for sid, v in tracked.items() if isinstance(v, dict) and "count" in v}
+
+
+def _with_live(row: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+    live = counts.get(str(row["segment_id"]))
+    return {**row, "last_count": live} if live is not None and row["status"] == ACTIVE else row
 
 
 def segment_resource(row: dict[str, Any]) -> Resource:
@@ -382,9 +264,13 @@ async def people(
         if not decision.allowed:
             continue
         shown = bo.policy.mask(op.subject, {k: profile.get(k) for k in PROFILE_FIELDS}, resource)
+        # segment.* permissions are not marked shows_pii, so their decision lists no masked fields:
+        # whether the profile is masked is the PII permission's own decision on this player.
+        clear = bo.policy.decide(op.subject, bo.policy.pii_permission, resource).allowed
+        masked_fields = [] if clear else sorted(bo.policy.pii_fields & set(PROFILE_FIELDS))
         feats = {k: _plain(row.get(k)) for k in feature_names} if isinstance(row, dict) else {}
         out.append(MemberRow(player_id=pid, brand=state["brand"], features=feats, profile=shown,
-                             masked_fields=sorted(decision.masked_fields & set(PROFILE_FIELDS))))
+                             masked_fields=masked_fields))
     return out
 
 
@@ -475,7 +361,7 @@ async def get_segment(
     rt = await runtime(bo)
     row = await rt.defs.segment(segment_id)
     await authorize(bo, op, permission, segment_resource(row))
-    return public(row)
+    return public(_with_live(row, await live_counts(rt)))
 
 
 async def list_segments(
@@ -484,7 +370,8 @@ async def list_segments(
     keys = await _scan(bo, op, "segment", cursor, limit, brand, "segment.read")
     rt = await runtime(bo)
     rows = await asyncio.gather(*(rt.defs.segment(UUID(k)) for k, _ in keys[0]))
-    return [public(r) for r in rows], keys[1]
+    counts = await live_counts(rt) if rows else {}
+    return [public(_with_live(r, counts)) for r in rows], keys[1]
 
 
 async def _scan(

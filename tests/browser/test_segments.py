@@ -50,7 +50,8 @@ async def test_a_marketer_builds_a_segment_sees_it_grow_splits_it_and_exports_it
     await expect(page.locator("[data-testid=row-0-1]")).to_be_visible()
     await page.select_option("[data-testid=feature-0-1]", "country")
     await page.fill("[data-testid=value-0-1]", "MT")
-    await expect(page.locator("[data-testid=preview-json]")).to_contain_text('"country"', use_inner_text=True)
+    # The rule as JSON sits in a closed <details>: its text content, not its (unrendered) inner text.
+    await expect(page.locator("[data-testid=preview-json]")).to_contain_text('"country"')
     await page.click("[data-testid=save-segment]")
     await page.wait_for_url(re.compile(r".*/dashboard/segments/[0-9a-f-]{36}$"))
     await expect(page.locator("[data-testid=segment-size]")).to_have_text("0", timeout=15_000)
