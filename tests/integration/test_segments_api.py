@@ -192,6 +192,10 @@ async def test_a_player_becomes_a_member_when_their_events_arrive_with_pii_maske
     assert preview.json()["count"] == 1
     assert [s["profile"]["email"] for s in preview.json()["sample"]] == [masked["profile"]["email"]]
 
+    # The size is the engine's live count, not the last (throttled) size sample.
+    now = await marketer.client.get(f"{SEGMENTS}/segments/{seg['segment_id']}")
+    assert now.status_code == 200 and now.json()["count"] == 1, now.text
+
     sizes = await marketer.client.get(f"{SEGMENTS}/segments/{seg['segment_id']}/sizes")
     assert sizes.status_code == 200 and sizes.json()["points"], sizes.text
 
