@@ -4,6 +4,7 @@ and the communication-history card of the player page. Same use cases as the hel
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, get_args
 from uuid import UUID, uuid4
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
+from actors.helpdesk_sla import alerts_key
 from domain.errors import InvalidInput
 from domain.tickets import TRANSITIONS
 from schemas.tickets import MessageCreate, Priority, Status, TicketCreate, TicketUpdate
@@ -44,6 +46,24 @@ def _first_due(sla: dict[str, Any] | None) -> dict[str, Any] | None:
     return best
 
 
+async def _sla_alerts(bo: BackOffice, op: Operator, brand: str | None, per_brand: int = 10) -> list[dict[str, Any]]:
+    """The scheduler's newest warnings and breaches for the brands a supervisor looks after."""
+    brands = [brand] if brand else sorted(op.subject.brands)
+    if "*" in brands:
+        brands = await bo.keys.brands()
+    alerts: list[dict[str, Any]] = []
+    for b in brands[:20]:
+        if brand is None and "*" not in op.subject.brands and b not in op.subject.brands:
+            continue
+        for raw in await bo.redis.lrange(alerts_key(b), 0, per_brand - 1):
+            try:
+                alerts.append({**json.loads(raw), "brand": b})
+            except ValueError:  # a damaged entry must not take the queue page down
+                continue
+    alerts.sort(key=lambda a: str(a.get("at", "")), reverse=True)
+    return alerts[:per_brand]
+
+
 @router.get("/tickets", response_class=HTMLResponse)
 async def tickets(
     request: Request,
@@ -65,7 +85,12 @@ async def tickets(
     params = [("status", s) for s in statuses] + [(k, v) for k, v in (("brand", brand), ("team", team)) if v]
     if mine:
         params.append(("mine", "true"))
+    supervisor = _can(bo, op, "ticket.assign")
+    if brand and "*" not in op.subject.brands and brand not in op.subject.brands:
+        supervisor = False
+    alerts = await _sla_alerts(bo, op, brand or None) if supervisor else []
     return page(request, bo, "tickets.html", op, section="tickets", rows=rows, next_cursor=result.next_cursor,
+                alerts=alerts, supervisor=supervisor,
                 params=params, statuses=statuses, all_statuses=get_args(Status), brand=brand or "", team=team or "",
                 mine=mine, teams=[t.name for t in hd.routing.teams], priorities=get_args(Priority),
                 can_write=_can(bo, op, "ticket.write"), new_ticket_id=uuid4(), me_id=op.id)

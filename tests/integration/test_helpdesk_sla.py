@@ -30,6 +30,7 @@ from adapters.settings import Settings
 from adapters.sla_config import parse_sla_policies
 from domain.tickets import AddMessage, CreateTicket, Ticket, UpdateTicket, apply, message_of, sla_events
 from schemas.tickets import MessageCreate, TicketCreate, TicketUpdate
+from tests.integration.operators import BASE_URL, Operators
 
 pytestmark = pytest.mark.stack
 BRAND = f"sla{uuid.uuid4().hex[:10]}"
@@ -223,7 +224,7 @@ async def test_events_recorded_in_either_order_give_the_same_clock(desk: Desk) -
 
 
 async def test_a_missed_first_response_warns_once_and_breaches_once_across_a_restart_and_is_escalated(
-    desk: Desk, scheduler: Any, bus: aio_pika.abc.AbstractQueue, settings: Settings
+    desk: Desk, scheduler: Any, bus: aio_pika.abc.AbstractQueue, settings: Settings, ops: Operators
 ) -> None:
     import ray
     import redis.asyncio as aioredis
@@ -278,6 +279,16 @@ async def test_a_missed_first_response_warns_once_and_breaches_once_across_a_res
         await audit.close()
     assert len(entries) == 1 and entries[0].actor_id == ACTOR and entries[0].after is not None
     assert entries[0].after["team"] == "supervisors"
+
+    # The supervisors of the brand see both alerts on the queue page; an agent does not get the card.
+    supervisor = await ops.login(["supervisor"], brands=[BRAND])
+    queue = await supervisor.client.get(f"{BASE_URL}/dashboard/tickets")
+    assert queue.status_code == 200, queue.text
+    card = queue.text.split('data-testid="sla-alerts"', 1)[1].split("</table>", 1)[0]
+    assert card.count(f"/tickets/{ticket.ticket_id}") == 2
+    agent = await ops.login(["support_agent"], brands=[BRAND])
+    queue = await agent.client.get(f"{BASE_URL}/dashboard/tickets")
+    assert queue.status_code == 200 and 'data-testid="sla-alerts"' not in queue.text
 
 
 async def test_pending_on_the_player_pauses_the_clock(
