@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Header, Request, Response
 
 from domain.errors import Forbidden, Unauthorized, Unavailable
 from domain.identity import client_address
 from domain.policy import Decision, Resource, Subject
-from serve_apps.access import Public, mark_permission
+from serve_apps.access import Public, mark_permission, mark_service
+from serve_apps.apikeys import brand_of
 from serve_apps.backoffice import auditing
 from serve_apps.backoffice.auditing import Anonymous
 from serve_apps.backoffice.identity import SessionInfo
@@ -42,6 +43,17 @@ async def backoffice() -> BackOffice:
 
 
 BO = Annotated[BackOffice, Depends(backoffice)]
+
+
+async def brand_key(
+    bo: BO, authorization: Annotated[str | None, Header(description="`Bearer <per-brand API key>`")] = None
+) -> str:
+    """The casino platform calling on a player's behalf, as the brand of its API key."""
+    return await brand_of(authorization, bo.key_cache, bo.keys.lookup)
+
+
+mark_service(brand_key)
+BrandKey = Annotated[str, Depends(brand_key)]
 
 
 def cookie_name(secure: bool) -> str:

@@ -17,6 +17,7 @@ from adapters.policy_file import get_engine
 from adapters.rabbit import EventPublisher
 from adapters.settings import Settings, get_settings
 from domain.policy import PolicyEngine
+from serve_apps.apikeys import KeyCache
 from serve_apps.backoffice.identity import IdentityService
 
 
@@ -30,6 +31,8 @@ class BackOffice:
         self.audit = AuditClient(self.settings)
         self.oidc = OidcRegistry(self.settings, self.redis)
         self.keys = ApiKeyStore(self.session)
+        # The platform's keys, for the routes it calls in back-office apps (tickets, chats, experiments).
+        self.key_cache = KeyCache(self.settings.api_key_cache_seconds)
         self.vip = VipAssignments(self.session)
         self.players = PlayerRouter(self.settings) if with_players else None
         self.adjustments = AdjustmentStore(self.session)

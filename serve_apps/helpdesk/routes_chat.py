@@ -26,11 +26,10 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4, uuid5
 
-from fastapi import APIRouter, Depends, Header, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketState
 
-from adapters.cassandra.apikeys import key_hash
 from adapters.cassandra.chat import ChatStore
 from adapters.redis_chat import GAP, ChatHub, agent_channel, ticket_channel
 from domain import chat as rules
@@ -50,10 +49,9 @@ from schemas.chat import (
 )
 from schemas.tickets import MessageCreate, TicketCreate
 from serve_apps.access import mark_permission, mark_service
-from serve_apps.backoffice.deps import Operator, authorize, backoffice, cookie_name, subject_of
+from serve_apps.backoffice.deps import BrandKey, Operator, authorize, backoffice, cookie_name, subject_of
 from serve_apps.backoffice.runtime import BackOffice
 from serve_apps.helpdesk.service import Actor, HelpDesk, helpdesk
-from serve_apps.platform.deps import KeyCache
 
 log = logging.getLogger("pitboss.chat")
 router = APIRouter(tags=["chat"])
@@ -193,7 +191,6 @@ class ChatRuntime:
         self.hub = ChatHub(bo.settings.redis_url)
         self.key = rules.token_key(bo.settings.secret_key)
         self.copier = TranscriptCopier(self)
-        self.keys = KeyCache(bo.settings.api_key_cache_seconds)
 
     async def post(self, ticket_id: UUID, client_id: UUID, body: str, author_kind: ChatAuthor, author_id: str,
                    origin: str, message_id: UUID | None = None) -> dict[str, Any]:
@@ -255,25 +252,6 @@ RT = Annotated[ChatRuntime, Depends(chat_runtime)]
 # ---------------------------------------------------------------------------- who connects
 
 
-async def chat_platform_brand(
-    rt: RT, authorization: Annotated[str | None, Header(description="`Bearer <per-brand API key>`")] = None,
-) -> str:
-    """The brand of the platform's API key (the same keys as `/platform/v1`)."""
-    if not authorization or not authorization.startswith("Bearer ") or len(authorization) > 512:
-        raise Unauthorized("send the brand's API key as `Authorization: Bearer <key>`", field="Authorization")
-    key = authorization.removeprefix("Bearer ").strip()
-    digest = key_hash(key)
-    cached, brand = rt.keys.get(digest)
-    if not cached:
-        found = await rt.bo.keys.lookup(key)
-        brand = found.brand if found is not None and not found.revoked else None
-        rt.keys.put(digest, brand)
-    if brand is None:
-        raise Unauthorized("unknown or revoked API key", field="Authorization")
-    return brand
-
-
-mark_service(chat_platform_brand)
 
 
 async def player_socket_grant(websocket: WebSocket, token: Annotated[str | None, Query()] = None
@@ -487,7 +465,7 @@ async def _serve(conn: Conn, handle: Any, watch: Any = None) -> None:
 @router.post("/chat/sessions", status_code=201, response_model=ChatSessionPublic,
              summary="Open (or re-open, same chat_id) a player's live chat; answers the player's socket token",
              responses={200: {"description": "a retry: the same chat, a fresh token"}})
-async def open_chat(body: ChatSessionCreate, brand: Annotated[str, Depends(chat_platform_brand)], rt: RT
+async def open_chat(body: ChatSessionCreate, brand: BrandKey, rt: RT
                     ) -> JSONResponse:
     ticket_id = rules.ticket_id_for(brand, body.chat_id)
     first: str | None = None

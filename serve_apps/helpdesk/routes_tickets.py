@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from adapters.cassandra.apikeys import key_hash
-from domain.errors import InvalidInput, Unauthorized
+from domain.errors import InvalidInput
 from schemas.helpdesk_routing import AgentPublic, PresenceUpdate, TeamName
 from schemas.tickets import (
     MAX_ATTACHMENT_BYTES,
@@ -26,38 +25,12 @@ from schemas.tickets import (
     TicketPublic,
     TicketUpdate,
 )
-from serve_apps.access import mark_service
-from serve_apps.backoffice.deps import BO, Operator, Require
+from serve_apps.backoffice.deps import BrandKey, Operator, Require
 from serve_apps.helpdesk.service import HD, Actor, HistoryPage, QueuePage, TicketView
-from serve_apps.platform.deps import KeyCache
 
 router = APIRouter(tags=["tickets"])
-_keys: list[KeyCache] = []
 
 
-async def brand_key(
-    bo: BO,
-    authorization: Annotated[str | None, Header(description="`Bearer <per-brand API key>`")] = None,
-) -> str:
-    """The brand of the platform's API key (a revoked key stops working within the cache's seconds)."""
-    if not authorization or not authorization.startswith("Bearer ") or len(authorization) > 512:
-        raise Unauthorized("send the brand's API key as `Authorization: Bearer <key>`", field="Authorization")
-    key = authorization.removeprefix("Bearer ").strip()
-    if not _keys:
-        _keys.append(KeyCache(bo.settings.api_key_cache_seconds))
-    digest = key_hash(key)
-    cached, brand = _keys[0].get(digest)
-    if not cached:
-        found = await bo.keys.lookup(key)
-        brand = found.brand if found is not None and not found.revoked else None
-        _keys[0].put(digest, brand)
-    if brand is None:
-        raise Unauthorized("unknown or revoked API key", field="Authorization")
-    return brand
-
-
-mark_service(brand_key)
-BrandKey = Annotated[str, Depends(brand_key)]
 
 
 def _platform(brand: str) -> Actor:

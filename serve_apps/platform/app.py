@@ -21,9 +21,9 @@ from adapters.cassandra.apikeys import ApiKeyStore
 from adapters.cassandra.session import aexecute, connect
 from adapters.settings import get_settings
 from serve_apps import problems
+from serve_apps.apikeys import KeyCache
 from serve_apps.middleware import PitbossMiddleware
 from serve_apps.platform import deps, routes_events, routes_ops, routes_players
-from serve_apps.platform.deps import KeyCache
 
 log = logging.getLogger("pitboss.platform")
 

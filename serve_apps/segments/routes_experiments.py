@@ -10,10 +10,8 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Path, Response
+from fastapi import APIRouter, Path, Response
 
-from adapters.cassandra.apikeys import key_hash
-from domain.errors import Unauthorized
 from schemas.experiments import Slug
 from schemas.segment_api import (
     AssignmentPublic,
@@ -23,40 +21,14 @@ from schemas.segment_api import (
     ExperimentUpdate,
     SplitPublic,
 )
-from serve_apps.access import mark_service
-from serve_apps.backoffice.deps import BO, Operator, Require
-from serve_apps.platform.deps import KeyCache
+from serve_apps.backoffice.deps import BO, BrandKey, Operator, Require
 from serve_apps.segments import service
 from serve_apps.segments.routes_segments import Cursor, Limit
 
 router = APIRouter(tags=["experiments"])
 Key = Annotated[Slug, Path(description="The experiment key.")]
-_keys: list[KeyCache] = []
 
 
-async def service_brand(
-    bo: BO,
-    authorization: Annotated[str | None, Header(description="`Bearer <per-brand API key>`")] = None,
-) -> str:
-    """The calling brand, from its platform API key (revocation applies within the key cache's TTL)."""
-    if not authorization or not authorization.startswith("Bearer ") or len(authorization) > 512:
-        raise Unauthorized("send the brand's API key as `Authorization: Bearer <key>`", field="Authorization")
-    if not _keys:
-        _keys.append(KeyCache(bo.settings.api_key_cache_seconds))
-    key = authorization.removeprefix("Bearer ").strip()
-    digest = key_hash(key)
-    cached, brand = _keys[0].get(digest)
-    if not cached:
-        found = await bo.keys.lookup(key)
-        brand = found.brand if found is not None and not found.revoked else None
-        _keys[0].put(digest, brand)
-    if brand is None:
-        raise Unauthorized("unknown or revoked API key", field="Authorization")
-    return brand
-
-
-mark_service(service_brand)
-ServiceBrand = Annotated[str, Depends(service_brand)]
 
 
 @router.post("/experiments", response_model=ExperimentPublic, status_code=201,
@@ -108,6 +80,6 @@ async def split(experiment_key: Key, op: Annotated[Operator, Require("segment.re
 @router.get("/service/experiments/{experiment_key}/assignments/{player_id}", response_model=AssignmentPublic,
             tags=["service"], summary="For the platform and campaigns (brand API key): a player's sticky group")
 async def service_assignment(
-    experiment_key: Key, player_id: UUID, brand: ServiceBrand, bo: BO
+    experiment_key: Key, player_id: UUID, brand: BrandKey, bo: BO
 ) -> AssignmentPublic:
     return await service.assignment(bo, experiment_key, player_id, brand=brand)
