@@ -5,33 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 from websockets.asyncio.client import connect
 
 from tests.browser.test_dashboard import login
 from tests.integration.conftest import API_KEY
 from tests.integration.operators import BASE_URL, DASHBOARD, Operators, register_player
 
-CHROMIUM = os.environ.get("PITBOSS_CHROMIUM", "/usr/bin/chromium")
 WAIT = 30.0
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 - once per module, before the browser starts
-        pytest.fail(f"Chromium not found at {CHROMIUM}: `make install` installs Debian's chromium")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield b
-        await b.close()
 
 
 async def test_the_agent_console_receives_a_players_message_and_replies(browser: Browser, ops: Operators) -> None:

@@ -3,16 +3,13 @@ enrolment, navigation by role, personal data masked by role, admin pages, the au
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pyotp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from adapters.policy_file import get_engine
 from adapters.settings import Settings
@@ -20,18 +17,6 @@ from domain.policy import Subject
 from serve_apps.dashboard.render import NAV
 from tests.integration.conftest import API_URL
 from tests.integration.operators import DASHBOARD, Operators, register_player
-
-CHROMIUM = os.environ.get("PITBOSS_CHROMIUM", "/usr/bin/chromium")
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 - once per module, before the browser starts
-        pytest.fail(f"Chromium not found at {CHROMIUM}: `make install` installs Debian's chromium")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield b
-        await b.close()
 
 
 async def login(browser: Browser, username: str, password: str) -> tuple[Page, str]:

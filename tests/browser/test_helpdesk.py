@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page
 
-from tests.browser.test_dashboard import browser, login
+from tests.browser.test_dashboard import login
 from tests.integration.operators import DASHBOARD, Operators, register_player
-
-__all__ = ["browser"]
 
 
 @pytest.fixture(scope="module")

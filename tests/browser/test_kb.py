@@ -8,10 +8,8 @@ import uuid
 import httpx
 from playwright.async_api import Browser
 
-from tests.browser.test_dashboard import browser, login
+from tests.browser.test_dashboard import login
 from tests.integration.operators import BASE_URL, DASHBOARD, Operators
-
-__all__ = ["browser"]
 
 
 def word() -> str:

@@ -10,7 +10,6 @@ import uuid
 import httpx
 from playwright.async_api import Browser, expect
 
-from tests.browser.test_dashboard import browser as browser
 from tests.browser.test_dashboard import login
 from tests.integration.conftest import API_KEY, API_URL
 from tests.integration.operators import DASHBOARD, Operators
