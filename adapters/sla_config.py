@@ -9,14 +9,9 @@ wrong clock. The set is read once per process (restart, or redeploy, to change i
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
-from adapters.policy_file import _UniqueKeyLoader, _where
 from adapters.settings import Settings
+from adapters.yaml_config import parse_model, read_text
 from schemas.helpdesk_sla import SlaPolicySet
 
 DEFAULT_SLA = "helpdesk/sla.yaml"  # inside the `cluster` package
@@ -28,21 +23,8 @@ class SlaConfigError(ValueError):
 
 def parse_sla_policies(text: str, source: str = "<sla>") -> SlaPolicySet:
     """YAML text -> SlaPolicySet, or SlaConfigError naming each problem (path inside the file)."""
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader refusing duplicate keys
-    except yaml.YAMLError as exc:
-        raise SlaConfigError(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise SlaConfigError(f"{source}: expected a mapping at the top (policies, calendars, default_policy_id)")
-    try:
-        return SlaPolicySet.model_validate(raw)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            where = _where(tuple(err["loc"]))
-            problems.append(f"{where}: {msg}" if where else msg)
-        raise SlaConfigError(f"{source}: invalid SLA policies: " + "; ".join(problems)) from exc
+    return parse_model(text, source, SlaPolicySet, SlaConfigError, "SLA policies",
+                       "policies, calendars, default_policy_id")
 
 
 def load_sla_policies(settings: Settings) -> SlaPolicySet:
@@ -52,11 +34,5 @@ def load_sla_policies(settings: Settings) -> SlaPolicySet:
 
 @lru_cache(maxsize=8)
 def _load(path: str) -> SlaPolicySet:
-    if not path:
-        source = resources.files("cluster").joinpath(DEFAULT_SLA)
-        return parse_sla_policies(source.read_text(encoding="utf-8"), f"cluster/{DEFAULT_SLA}")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SlaConfigError(f"{path}: cannot read the SLA file (PITBOSS_HELPDESK_SLA_FILE): {exc}") from exc
-    return parse_sla_policies(text, path)
+    text, source = read_text(path, DEFAULT_SLA, SlaConfigError, "SLA file (PITBOSS_HELPDESK_SLA_FILE)")
+    return parse_sla_policies(text, source)

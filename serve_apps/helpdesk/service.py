@@ -33,14 +33,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, is_dataclass, replace
 from datetime import UTC, datetime
-from importlib import resources
-from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 from uuid import UUID, uuid5
 
-import yaml
 from fastapi import Depends
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from adapters.cassandra.helpdesk_routing import HelpdeskRoutingStore
 from adapters.cassandra.sla_clocks import SlaClocks
@@ -48,6 +45,7 @@ from adapters.cassandra.tickets import MAX_PAGE, TicketStore
 from adapters.redis_presence import Presence, PresenceStore
 from adapters.settings import Settings
 from adapters.sla_config import load_sla_policies
+from adapters.yaml_config import parse_model, read_text
 from domain import routing as routing_rules
 from domain import tickets as rules
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, PitbossError, Unavailable
@@ -169,28 +167,13 @@ class RoutingFileError(ValueError):
 
 
 def parse_routing(text: str, source: str) -> RoutingConfig:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RoutingFileError(f"{source}: not valid YAML: {exc}") from exc
-    try:
-        return RoutingConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {str(e['msg']).removeprefix('Value error, ')}"
-                    for e in exc.errors(include_url=False)]
-        raise RoutingFileError(f"{source}: invalid routing: " + "; ".join(problems)) from exc
+    return parse_model(text, source, RoutingConfig, RoutingFileError, "routing", "version, default_team, teams, rules")
 
 
 def load_routing(settings: Settings) -> RoutingConfig:
     """`PITBOSS_HELPDESK_ROUTING_FILE`, else the packaged cluster/helpdesk/routing.yaml."""
-    path = settings.helpdesk_routing_file
-    if not path:
-        source = resources.files("cluster").joinpath(DEFAULT_ROUTING)
-        return parse_routing(source.read_text(encoding="utf-8"), f"cluster/{DEFAULT_ROUTING}")
-    try:
-        return parse_routing(Path(path).read_text(encoding="utf-8"), path)
-    except OSError as exc:
-        raise RoutingFileError(f"{path}: cannot read the routing file: {exc}") from exc
+    text, source = read_text(settings.helpdesk_routing_file, DEFAULT_ROUTING, RoutingFileError, "routing file")
+    return parse_routing(text, source)
 
 
 # ---------------------------------------------------------------------------- helpers
