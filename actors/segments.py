@@ -48,7 +48,7 @@ import numpy.typing as npt
 
 from actors.router import detached
 from adapters.cassandra.segments import FeatureStore, Materialised, SegmentStore
-from adapters.cassandra.session import connect
+from adapters.cassandra.session import connect, utc
 from adapters.rabbit import EventPublisher
 from adapters.settings import Settings
 from domain import churn
@@ -105,10 +105,6 @@ class Effect:
     stamp: str
     publish: bool = True
     brands: dict[uuid.UUID, str] = field(default_factory=dict)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 @dataclass(slots=True)
@@ -256,7 +252,7 @@ class SegmentEngine:
             self.as_of = np.zeros(max(1024, len(ids)), dtype=np.int64)
             self.brand_of = np.zeros(self.as_of.size, dtype=np.uint16)
             if ids:
-                self.as_of[: len(ids)] = [int(_utc(t).timestamp() * 1000) for t in stamps]
+                self.as_of[: len(ids)] = [int(utc(t).timestamp() * 1000) for t in stamps]
                 self.brand_of[: len(ids)] = [self._brand_code(b or "") for b in brands]
             await self._overlay_scores()
             now = datetime.now(UTC)
@@ -300,7 +296,7 @@ class SegmentEngine:
         for i, r in enumerate(rows):
             pid = r["player_id"] if isinstance(r["player_id"], uuid.UUID) else uuid.UUID(str(r["player_id"]))
             at = r["as_of"]
-            ms = int(_utc(at if isinstance(at, datetime) else datetime.fromisoformat(at)).timestamp() * 1000)
+            ms = int(utc(at if isinstance(at, datetime) else datetime.fromisoformat(at)).timestamp() * 1000)
             row = self.matrix.row_of(pid)
             if row is not None and self.matrix.is_live(pid) and self.as_of[row] >= ms:
                 continue
@@ -624,10 +620,10 @@ class SegmentEngine:
         fresh = []
         for i, pid in enumerate(ids):
             r = self.matrix.row_of(pid)
-            ms = int(_utc(stamps[i]).timestamp() * 1000)
+            ms = int(utc(stamps[i]).timestamp() * 1000)
             if r is None or not self.matrix.is_live(pid) or self.as_of[r] < ms:
                 fresh.append({"player_id": pid, "brand": brands[i], "features": blobs[i], "codes": codes[i],
-                              "as_of": _utc(stamps[i])})
+                              "as_of": utc(stamps[i])})
         for i in range(0, len(fresh), 10_000):
             self._apply(fresh[i : i + 10_000])
             await asyncio.sleep(0)

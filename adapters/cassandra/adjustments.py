@@ -9,13 +9,13 @@ by a retry (upserts), and a reader trusts the row, never the index.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from cassandra.cluster import Session
 
-from adapters.cassandra.session import aexecute
+from adapters.cassandra.session import aexecute, applied, utc
 from domain.errors import NotFound
 from schemas.adjustments import PENDING, AdjustmentPublic
 
@@ -28,26 +28,15 @@ _COLUMNS = (
 _FETCH_CONCURRENCY = 16
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    # The driver hands back naive UTC datetimes.
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _from_row(row: dict[str, Any]) -> AdjustmentPublic:
     return AdjustmentPublic.model_validate(
         {
             **{k: v for k, v in row.items() if k in AdjustmentPublic.model_fields},
-            "requested_at": _utc(row["requested_at"]),
-            "decided_at": _utc(row["decided_at"]),
-            "published_at": _utc(row["published_at"]),
+            "requested_at": utc(row["requested_at"]),
+            "decided_at": utc(row["decided_at"]),
+            "published_at": utc(row["published_at"]),
         }
     )
-
-
-def _applied(rows: list[dict[str, Any]]) -> bool:
-    return bool(rows) and bool(rows[0].get("[applied]"))
 
 
 class AdjustmentStore:
@@ -113,7 +102,7 @@ class AdjustmentStore:
             ),
             op="adjustment_create",
         )
-        if _applied(rows):
+        if applied(rows):
             stored, created = adj, True
         else:
             stored, created = await self.get(adj.adjustment_id), False
@@ -155,7 +144,7 @@ class AdjustmentStore:
             ),
             op="adjustment_decide",
         )
-        if _applied(rows):
+        if applied(rows):
             if decided.status != "approved":
                 await self.close(decided)
             return None

@@ -9,27 +9,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from cassandra.cluster import Session
 
-from adapters.cassandra.session import aexecute
+from adapters.cassandra.session import aexecute, utc
 from schemas.chat import ChatLine
 
 _CONCURRENCY = 64
 MAX_REPLAY = 1000
 
 
-def _at(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _line(row: dict[str, Any]) -> ChatLine:
     return ChatLine(ticket_id=row["ticket_id"], seq=row["seq"], message_id=row["message_id"],
                     client_id=row["client_id"], author_kind=row["author_kind"], author_id=row["author_id"],
-                    body=row["body"], created_at=_at(row["created_at"]))
+                    body=row["body"], created_at=utc(row["created_at"]))
 
 
 class ChatStore:

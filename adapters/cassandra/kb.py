@@ -20,7 +20,7 @@ from uuid import UUID
 
 from cassandra.cluster import Session
 
-from adapters.cassandra.session import aexecute
+from adapters.cassandra.session import aexecute, applied, utc
 from adapters.cassandra.tickets import _TICKET_COLUMNS as TICKET_COLUMNS
 from adapters.cassandra.tickets import _ticket as ticket_of_row
 from domain.errors import Conflict, InvalidInput, NotFound
@@ -36,17 +36,6 @@ _TEMPLATE = (
     "template_id, language, name, body, set_status, add_tags, version, deleted, created_at, updated_at, updated_by"
 )
 PARTITION_SCOPE = "all"
-
-
-def _at(value: datetime | None) -> datetime | None:
-    # The driver hands back naive UTC datetimes.
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _applied(rows: list[dict[str, Any]]) -> bool:
-    return bool(rows) and bool(rows[0].get("[applied]"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +107,9 @@ def _article(r: dict[str, Any]) -> ArticleRow:
     return ArticleRow(
         article_id=r["article_id"], brand=r["brand"], language=r["language"], category=r["category"],
         slug=r["slug"], title=r["title"], body=r["body"] or "", tags=tuple(r["tags"] or ()), version=r["version"],
-        published_version=r["published_version"], created_at=_at(r["created_at"]) or datetime.now(UTC),
-        created_by=r["created_by"] or "", updated_at=_at(r["updated_at"]) or datetime.now(UTC),
-        updated_by=r["updated_by"] or "", published_at=_at(r["published_at"]),
+        published_version=r["published_version"], created_at=utc(r["created_at"]) or datetime.now(UTC),
+        created_by=r["created_by"] or "", updated_at=utc(r["updated_at"]) or datetime.now(UTC),
+        updated_by=r["updated_by"] or "", published_at=utc(r["published_at"]),
     )
 
 
@@ -128,7 +117,7 @@ def _version(r: dict[str, Any]) -> VersionRow:
     return VersionRow(
         article_id=r["article_id"], version=r["version"], language=r["language"], category=r["category"],
         slug=r["slug"], title=r["title"], body=r["body"] or "", tags=tuple(r["tags"] or ()), author=r["author"] or "",
-        created_at=_at(r["created_at"]) or datetime.now(UTC),
+        created_at=utc(r["created_at"]) or datetime.now(UTC),
     )
 
 
@@ -136,8 +125,8 @@ def _template(r: dict[str, Any]) -> TemplateRow:
     return TemplateRow(
         template_id=r["template_id"], language=r["language"], name=r["name"], body=r["body"] or "",
         set_status=r["set_status"], add_tags=tuple(r["add_tags"] or ()), version=r["version"],
-        deleted=bool(r["deleted"]), created_at=_at(r["created_at"]) or datetime.now(UTC),
-        updated_at=_at(r["updated_at"]) or datetime.now(UTC), updated_by=r["updated_by"] or "",
+        deleted=bool(r["deleted"]), created_at=utc(r["created_at"]) or datetime.now(UTC),
+        updated_at=utc(r["updated_at"]) or datetime.now(UTC), updated_by=r["updated_by"] or "",
     )
 
 
@@ -190,7 +179,7 @@ class KbStore:
     async def claim_slug(self, brand: str, slug: str, article_id: UUID) -> None:
         """Conflict (field "slug") when another article of the brand holds it."""
         rows = await self._run(self._slug_claim, (brand, slug, article_id), "slug")
-        if not _applied(rows) and rows and rows[0].get("article_id") != article_id:
+        if not applied(rows) and rows and rows[0].get("article_id") != article_id:
             raise Conflict(f"the slug {slug!r} is taken by another article of {brand}", field="slug")
 
     async def release_slug(self, brand: str, slug: str, article_id: UUID) -> None:
@@ -210,7 +199,7 @@ class KbStore:
             a.article_id, a.brand, a.language, a.category, a.slug, a.title, a.body, list(a.tags), a.version,
             a.published_version, a.created_at, a.created_by, a.updated_at, a.updated_by, a.published_at,
         ), "create")
-        if not _applied(rows):  # a concurrent retry won: keep its slug, drop ours if it differs
+        if not applied(rows):  # a concurrent retry won: keep its slug, drop ours if it differs
             stored = await self.get(a.article_id)
             if (stored.brand, stored.slug) != (a.brand, a.slug):
                 await self.release_slug(a.brand, a.slug, a.article_id)
@@ -238,7 +227,7 @@ class KbStore:
             a.brand, a.language, a.category, a.slug, a.title, a.body, list(a.tags), a.version, a.published_version,
             a.updated_at, a.updated_by, a.published_at, a.article_id, before.version,
         ), "update")
-        if not _applied(rows):
+        if not applied(rows):
             now = rows[0].get("version") if rows else None
             raise Conflict(f"article {a.article_id} was changed by someone else (version {now}, expected "
                            f"{before.version}): reload it", field="version")
@@ -283,7 +272,7 @@ class KbStore:
             rows = await self._run(self._list_first, (brand, language, limit), "list")
         else:
             rows = await self._run(self._list_after, (brand, language, after, limit), "list")
-        return [{**r, "updated_at": _at(r["updated_at"])} for r in rows]
+        return [{**r, "updated_at": utc(r["updated_at"])} for r in rows]
 
     async def partitions(self) -> list[tuple[str, str]]:
         return [(r["brand"], r["language"]) for r in await self._run(self._parts, (PARTITION_SCOPE,), "list")]
@@ -304,7 +293,7 @@ class KbStore:
         day = since.astimezone(UTC).date()
         while day <= now.astimezone(UTC).date():
             rows = await self._run(self._changes, (day.isoformat(), since), "change")
-            out.extend((_at(r["changed_at"]) or since, r["article_id"]) for r in rows)
+            out.extend((utc(r["changed_at"]) or since, r["article_id"]) for r in rows)
             day += timedelta(days=1)
         return out
 
@@ -334,7 +323,7 @@ class TemplateStore:
             t.template_id, t.language, t.name, t.body, t.set_status, list(t.add_tags), t.version, t.deleted,
             t.created_at, t.updated_at, t.updated_by,
         ), "create")
-        if not _applied(rows):
+        if not applied(rows):
             return await self.get(t.template_id), False
         await self._run(self._idx_put, (t.language, t.name, t.template_id), "index")
         return t, True
@@ -351,7 +340,7 @@ class TemplateStore:
             t.language, t.name, t.body, t.set_status, list(t.add_tags), t.version, t.deleted, t.updated_at,
             t.updated_by, t.template_id, before.version,
         ), "update")
-        if not _applied(rows):
+        if not applied(rows):
             now = rows[0].get("version") if rows else None
             raise Conflict(f"template {t.template_id} was changed by someone else (version {now}, expected "
                            f"{before.version}): reload it", field="version")
@@ -370,8 +359,6 @@ class TemplateStore:
     async def _find(self, template_id: UUID) -> TemplateRow | None:
         rows = await self._run(self._get, (template_id,), "get")
         return _template(rows[0]) if rows else None
-
-
 
 
 class TicketScan:

@@ -19,7 +19,7 @@ from uuid import UUID, uuid4
 from cassandra import ConsistencyLevel
 from cassandra.cluster import Session
 
-from adapters.cassandra.session import aexecute
+from adapters.cassandra.session import aexecute, utc
 from domain.errors import Conflict, InvalidInput
 from schemas.operators import OperatorCreate, OperatorUpdate
 
@@ -56,12 +56,6 @@ class OperatorRecord:
     password_changed_at: datetime | None = None
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _record(r: dict[str, Any]) -> OperatorRecord:
     return OperatorRecord(
         operator_id=r["operator_id"],
@@ -81,10 +75,10 @@ def _record(r: dict[str, Any]) -> OperatorRecord:
         recovery_codes=frozenset(r["recovery_codes"] or ()),
         sso_provider=r["sso_provider"],
         sso_subject=r["sso_subject"],
-        created_at=_utc(r["created_at"]) or _EPOCH,
-        updated_at=_utc(r["updated_at"]) or _EPOCH,
-        last_login_at=_utc(r["last_login_at"]),
-        password_changed_at=_utc(r["password_changed_at"]),
+        created_at=utc(r["created_at"]) or _EPOCH,
+        updated_at=utc(r["updated_at"]) or _EPOCH,
+        last_login_at=utc(r["last_login_at"]),
+        password_changed_at=utc(r["password_changed_at"]),
     )
 
 
@@ -254,7 +248,7 @@ class OperatorStore:
         holder: UUID = rows[0]["operator_id"]
         if holder == oid:
             return
-        claimed_at = _utc(rows[0].get("claimed_at")) or now
+        claimed_at = utc(rows[0].get("claimed_at")) or now
         if now - claimed_at >= ORPHAN_CLAIM_AGE and await self.get(holder) is None:
             taken = await aexecute(self.session, self._take_claim, (oid, now, username, holder), op="operator_claim")
             if taken[0]["[applied]"]:

@@ -12,7 +12,7 @@ from uuid import UUID
 from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType
 
-from adapters.cassandra.session import aexecute
+from adapters.cassandra.session import aexecute, utc
 from adapters.coalesce import Coalescer
 
 BUCKET_SIZE = 1000
@@ -131,7 +131,7 @@ class PlayerStore:
             got = await aexecute(
                 self.session, self._tail, (player_id, bucket, after), op="journal_read", limit=self.limit
             )
-            tail += [JournalEntry(r["seq"], r["entry_id"], r["kind"], r["body"], _utc(r["recorded_at"])) for r in got]
+            tail += [JournalEntry(r["seq"], r["entry_id"], r["kind"], r["body"], utc(r["recorded_at"])) for r in got]
             if tail:
                 after = tail[-1].seq
             # Sequence numbers are contiguous, so the journal ends in the first bucket not filled up.
@@ -167,5 +167,3 @@ class PlayerStore:
         )
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

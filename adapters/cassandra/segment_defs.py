@@ -11,16 +11,12 @@ from uuid import UUID
 
 from cassandra.cluster import Session
 
-from adapters.cassandra.session import aexecute
+from adapters.cassandra.session import aexecute, applied
 from domain.errors import NotFound
 from schemas.experiments import Assignment
 
 SCOPE = "all"
 ACTIVE, RETIRED = "active", "retired"
-
-
-def _applied(rows: list[dict[str, Any]]) -> bool:
-    return bool(rows) and bool(rows[0].get("[applied]"))
 
 
 class DefinitionStore:
@@ -77,7 +73,7 @@ class DefinitionStore:
              row["fingerprint"], row["created_by"], row["created_by_name"], row["created_at"], None),
             op="segment_create",
         )
-        if _applied(rows):
+        if applied(rows):
             return await self.segment(row["segment_id"]), True
         return await self.segment(row["segment_id"]), False
 
@@ -98,7 +94,7 @@ class DefinitionStore:
              values["updated_by_name"], values["updated_at"], segment_id, expected),
             op="segment_update",
         )
-        return _applied(rows)
+        return applied(rows)
 
     async def set_count(self, segment_id: UUID, count: int) -> None:
         await aexecute(self.session, self._seg_count, (count, segment_id), op="segment_count")
@@ -122,7 +118,7 @@ class DefinitionStore:
              row["created_by"], row["created_by_name"], row["created_at"], row["created_at"]),
             op="experiment_create",
         )
-        return await self.experiment(row["experiment_key"]), _applied(rows)
+        return await self.experiment(row["experiment_key"]), applied(rows)
 
     async def index_experiment(self, created_at: datetime, key: str, brand: str) -> None:
         await aexecute(self.session, self._exp_index, (SCOPE, created_at, key, brand), op="experiment_index")
@@ -137,7 +133,7 @@ class DefinitionStore:
         rows = await aexecute(
             self.session, self._exp_update, (definition, expected + 1, now, key, expected), op="experiment_update"
         )
-        return _applied(rows)
+        return applied(rows)
 
     async def assignment(self, key: str, player_id: UUID) -> dict[str, Any] | None:
         rows = await aexecute(self.session, self._assign_get, (key, player_id), op="assignment_get")
@@ -150,4 +146,4 @@ class DefinitionStore:
             (key, player_id, a.variant, a.bucket, a.in_holdout, version, now),
             op="assignment_claim",
         )
-        return _applied(rows)
+        return applied(rows)

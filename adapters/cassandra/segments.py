@@ -25,7 +25,7 @@ from uuid import UUID
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, ExecutionProfile, Session
 from cassandra.query import BatchStatement, BatchType, tuple_factory
 
-from adapters.cassandra.session import aexecute
+from adapters.cassandra.session import aexecute, utc
 from domain.errors import InvalidInput
 
 MEMBER_BUCKETS = 16  # fixed: readers page through these; changing it strands stored members
@@ -42,10 +42,6 @@ def bucket_of(player_id: UUID, buckets: int) -> int:
 
 def member_bucket(player_id: UUID) -> int:
     return bucket_of(player_id, MEMBER_BUCKETS)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _tuples(session: Session) -> str:
@@ -200,7 +196,7 @@ class FeatureStore:
         if not rows:
             return None
         row = dict(rows[0])
-        row["trained_at"] = _utc(row["trained_at"])
+        row["trained_at"] = utc(row["trained_at"])
         return row
 
     async def save_scores(self, region: str, version: int, scores: Iterable[tuple[UUID, float]]) -> None:
@@ -315,15 +311,15 @@ class SegmentStore:
     async def sizes(self, segment_id: str, since: datetime, until: datetime | None = None
                     ) -> list[tuple[datetime, int]]:
         """(at, size) samples from `since`, oldest first; samples of several regions at one instant are summed."""
-        since = _utc(since)
-        end = _utc(until or datetime.now(UTC))
+        since = utc(since)
+        end = utc(until or datetime.now(UTC))
         totals: dict[datetime, int] = {}
         y, m = since.year, since.month
         while (y, m) <= (end.year, end.month):
             rows = await aexecute(self.session, self._sizes, (segment_id, f"{y:04d}-{m:02d}", since),
                                   op="segment_sizes_read", limit=self.limit)
             for r in rows:
-                at = _utc(r["at"])
+                at = utc(r["at"])
                 if at <= end:
                     totals[at] = totals.get(at, 0) + int(r["size"])
             y, m = (y + 1, 1) if m == 12 else (y, m + 1)
@@ -352,7 +348,7 @@ class SegmentStore:
         return [p for part in parts for p in part]
 
     async def add_size(self, segment_id: str, at: datetime, region: str, size: int, version: int) -> None:
-        at = _utc(at)
+        at = utc(at)
         await aexecute(self.session, self._size_write, (segment_id, f"{at.year:04d}-{at.month:02d}", at, region,
                                                         size, version), op="segment_sizes_write", limit=self.limit)
 
@@ -362,5 +358,5 @@ class SegmentStore:
 
     async def definitions(self) -> list[Materialised]:
         rows = await aexecute(self.session, self._defs, (SCOPE,), op="segment_def_read", limit=self.limit)
-        return [Materialised(r["segment_id"], int(r["version"]), r["rule"], bool(r["retired"]), _utc(r["updated_at"]))
+        return [Materialised(r["segment_id"], int(r["version"]), r["rule"], bool(r["retired"]), utc(r["updated_at"]))
                 for r in rows]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, overload
 
 from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
@@ -22,6 +23,22 @@ CASSANDRA_LATENCY = Histogram(
     ["op"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+
+@overload
+def utc(value: datetime) -> datetime: ...
+@overload
+def utc(value: None) -> None: ...
+def utc(value: datetime | None) -> datetime | None:
+    """A timestamp as read back: the driver hands out naive datetimes that are UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def applied(rows: list[dict[str, Any]]) -> bool:
+    """Whether a lightweight transaction (`IF ...`) took effect."""
+    return bool(rows) and bool(rows[0].get("[applied]"))
 
 
 def connect(settings: Settings, keyspace: str | None = None) -> tuple[Cluster, Session]:

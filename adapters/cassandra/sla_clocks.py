@@ -43,7 +43,7 @@ from uuid import UUID
 
 from cassandra.cluster import Session
 
-from adapters.cassandra.session import aexecute
+from adapters.cassandra.session import aexecute, applied, utc
 from domain import sla
 from domain.errors import Conflict, InvalidInput, Unavailable
 from domain.sla import SlaClock, SlaStatus, SlaSubject, TargetClock
@@ -135,18 +135,8 @@ def clock_from_json(text: str) -> SlaClock:
     )
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _day(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%d")
-
-
-def _applied(rows: list[dict[str, Any]]) -> bool:
-    return bool(rows) and bool(rows[0].get("[applied]"))
 
 
 # ---------------------------------------------------------------------------- records
@@ -280,7 +270,7 @@ class SlaClocks:
                 s = started_event(ticket)
                 await self._run(self._event_put, (tid, s.at, event_seq(s, 1, 0), s.event_id, s.kind), "event")
             rows = await self._run(self._events, (tid,), "events")
-            ordered = [SlaEvent(event_id=r["event_id"], kind=r["kind"], at=cast(datetime, _utc(r["at"])))
+            ordered = [SlaEvent(event_id=r["event_id"], kind=r["kind"], at=cast(datetime, utc(r["at"])))
                        for r in rows]
             clock, refused = rebuild(ordered)
             for event, why in refused:
@@ -325,7 +315,7 @@ class SlaClocks:
             rows = await self._run(self._update, (
                 a.brand, a.status, a.priority, a.category, a.policy_id, a.calendar_id, a.clock_json, a.events,
                 a.ticket_version, a.solved_at, a.version, now, a.ticket_id, before.version), "update")
-        return _applied(rows)
+        return applied(rows)
 
     async def _reindex(self, before: StoredClock | None, a: StoredClock) -> None:
         tid = a.ticket_id
@@ -354,7 +344,7 @@ class SlaClocks:
             ticket_id=r["ticket_id"], brand=r["brand"], status=r["status"], priority=r["priority"],
             category=r["category"], policy_id=r["policy_id"], calendar_id=r["calendar_id"],
             clock=clock_from_json(r["clock"]), clock_json=r["clock"], events=r["events"] or 0,
-            ticket_version=r["ticket_version"] or 0, solved_at=_utc(r["solved_at"]), version=r["version"] or 0,
+            ticket_version=r["ticket_version"] or 0, solved_at=utc(r["solved_at"]), version=r["version"] or 0,
         )
 
     async def status(self, ticket: Ticket, now: datetime) -> SlaStatus | None:
@@ -408,7 +398,7 @@ class SlaClocks:
         """Claim a warning or breach (first caller wins); the row as stored (possibly an earlier claim)."""
         rows = await self._run(self._fired_claim, (ticket_id, target, cycle, kind, event_id, brand, due_at, now),
                                "claim")
-        if _applied(rows):
+        if applied(rows):
             return Fired(ticket_id, target, cycle, kind, event_id, False, False)
         r = rows[0]
         return Fired(ticket_id, target, cycle, kind, r.get("event_id") or event_id, bool(r.get("published")),
@@ -422,7 +412,7 @@ class SlaClocks:
     async def solved_days(self, days: Sequence[str]) -> list[SolvedTicket]:
         """Solved tickets waiting for the auto-close, of the given UTC days."""
         parts = await asyncio.gather(*(self._run(self._close_day, (d,), "autoclose") for d in days))
-        return [SolvedTicket(r["ticket_id"], r["brand"], cast(datetime, _utc(r["solved_at"])), d)
+        return [SolvedTicket(r["ticket_id"], r["brand"], cast(datetime, utc(r["solved_at"])), d)
                 for d, rows in zip(days, parts, strict=True) for r in rows if r["solved_at"] is not None]
 
     async def forget_solved(self, item: SolvedTicket) -> None:

@@ -30,7 +30,7 @@ from uuid import UUID
 
 from cassandra.cluster import Session
 
-from adapters.cassandra.session import aexecute
+from adapters.cassandra.session import aexecute, applied, utc
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.tickets import Ticket, check_attachment
 from schemas.tickets import AttachmentMeta, MessagePublic, TicketPublic, TimelineItem, summarize
@@ -44,21 +44,6 @@ _TICKET_COLUMNS = (
     "ticket_id, player_id, brand, channel, category, priority, status, subject, language, team, assignee, "
     "tags, version, created_at, updated_at, first_responded_at, solved_at, closed_at, sender_email, messages"
 )
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    # The driver hands back naive UTC datetimes.
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _at(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _applied(rows: list[dict[str, Any]]) -> bool:
-    return bool(rows) and bool(rows[0].get("[applied]"))
 
 
 def _day(t: datetime) -> str:
@@ -97,11 +82,11 @@ def _ticket(row: dict[str, Any]) -> Ticket:
     return Ticket(
         ticket_id=row["ticket_id"], player_id=row["player_id"], brand=row["brand"], channel=row["channel"],
         category=row["category"], priority=row["priority"], status=row["status"], subject=row["subject"],
-        language=row["language"], created_at=_at(row["created_at"]), updated_at=_at(row["updated_at"]),
+        language=row["language"], created_at=utc(row["created_at"]), updated_at=utc(row["updated_at"]),
         version=row["version"], team=row["team"], assignee=row["assignee"], tags=tuple(row["tags"] or ()),
-        first_responded_at=_utc(row["first_responded_at"]), solved_at=_utc(row["solved_at"]),
-        closed_at=_utc(row["closed_at"]), sender_email=row["sender_email"],
-        messages={k: _at(v) for k, v in (row["messages"] or {}).items()},
+        first_responded_at=utc(row["first_responded_at"]), solved_at=utc(row["solved_at"]),
+        closed_at=utc(row["closed_at"]), sender_email=row["sender_email"],
+        messages={k: utc(v) for k, v in (row["messages"] or {}).items()},
     )
 
 
@@ -109,7 +94,7 @@ def _message(row: dict[str, Any]) -> MessagePublic:
     return MessagePublic(
         message_id=row["message_id"], ticket_id=row["ticket_id"], author_kind=row["author_kind"],
         author_id=row["author_id"], visibility=row["visibility"], body=row["body"],
-        attachments=list(row["attachments"] or ()), created_at=_at(row["created_at"]),
+        attachments=list(row["attachments"] or ()), created_at=utc(row["created_at"]),
     )
 
 
@@ -205,7 +190,7 @@ class TicketStore:
             t.team, t.assignee, list(t.tags), t.version, t.created_at, t.updated_at, t.first_responded_at,
             t.solved_at, t.closed_at, t.sender_email, dict(t.messages),
         ), "create")
-        created = _applied(rows)
+        created = applied(rows)
         stored = t if created else await self.get(t.ticket_id)
         first = message if created else None
         if first is None and message.message_id in stored.messages:
@@ -250,7 +235,7 @@ class TicketStore:
             a.status, a.priority, a.category, a.team, a.assignee, list(a.tags), a.version, a.updated_at,
             a.first_responded_at, a.solved_at, a.closed_at, *extra, a.ticket_id, before.version,
         ), "update")
-        if not _applied(rows):
+        if not applied(rows):
             now = rows[0].get("version") if rows else None
             raise Conflict(f"ticket {a.ticket_id} was changed by someone else (version {now}, expected "
                            f"{before.version}): reload it", field="version")
@@ -295,7 +280,7 @@ class TicketStore:
             rows = await self._run(self._player_first, (player_id, n), "player")
         else:
             rows = await self._run(self._player_after, (player_id, _from_ms(c["at"]), UUID(c["id"]), n), "player")
-        items = [{**r, "created_at": _at(r["created_at"])} for r in rows]
+        items = [{**r, "created_at": utc(r["created_at"])} for r in rows]
         if len(rows) < n:
             return items, None
         return items, _encode({"at": _ms(items[-1]["created_at"]), "id": str(items[-1]["ticket_id"])})
@@ -308,7 +293,7 @@ class TicketStore:
             rows = await self._run(self._timeline_first, (player_id, n), "timeline")
         else:
             rows = await self._run(self._timeline_after, (player_id, _from_ms(c["at"]), UUID(c["id"]), n), "timeline")
-        items = [TimelineItem(item_id=r["item_id"], kind=r["kind"], at=_at(r["at"]), ticket_id=r["ticket_id"],
+        items = [TimelineItem(item_id=r["item_id"], kind=r["kind"], at=utc(r["at"]), ticket_id=r["ticket_id"],
                               summary=r["summary"], visibility=r["visibility"] or "public") for r in rows]
         nxt = _encode({"at": _ms(items[-1].at), "id": str(items[-1].item_id)}) if len(rows) == n else None
         return items, nxt
@@ -329,7 +314,7 @@ class TicketStore:
                                        "queue")
             else:
                 rows = await self._run(self._queue_first, (brand, status, day, want), "queue")
-            keys.extend((day, _at(r["created_at"]), r["ticket_id"]) for r in rows)
+            keys.extend((day, utc(r["created_at"]), r["ticket_id"]) for r in rows)
             if len(keys) >= n:
                 last = keys[-1]
                 return await self._tickets_in(keys, status), _encode({"day": last[0], "at": _ms(last[1]),
@@ -368,7 +353,7 @@ class TicketStore:
                                for i, chunk in enumerate(chunks)))
         rows = await self._run(self._att_meta, (meta.ticket_id, meta.attachment_id, meta.filename, meta.content_type,
                                                 meta.size, meta.sha256, len(chunks), meta.created_at), "attachment")
-        if not _applied(rows):
+        if not applied(rows):
             if rows and rows[0].get("sha256") != meta.sha256:
                 raise Conflict(f"attachment {meta.attachment_id} already holds another file", field="attachment_id")
             return False
@@ -396,4 +381,4 @@ def _from_ms(value: int) -> datetime:
 def _meta(row: dict[str, Any]) -> AttachmentMeta:
     return AttachmentMeta(attachment_id=row["attachment_id"], ticket_id=row["ticket_id"], filename=row["filename"],
                           content_type=row["content_type"], size=row["size"], sha256=row["sha256"],
-                          created_at=_at(row["created_at"]))
+                          created_at=utc(row["created_at"]))

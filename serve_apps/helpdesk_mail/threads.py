@@ -18,7 +18,7 @@ from uuid import UUID
 
 from cassandra.cluster import Session
 
-from adapters.cassandra.session import aexecute
+from adapters.cassandra.session import aexecute, utc
 
 Direction = Literal["in", "out"]
 SendState = Literal["sending", "sent", "failed"]
@@ -29,12 +29,6 @@ def short_id(ticket_id: UUID) -> str:
     """The tag Pitboss writes into subjects, `[#<short id>]`: the first 10 hex digits of the ticket id
     (40 bits; the tag index keeps every ticket of a tag and the sender's address decides)."""
     return ticket_id.hex[:10].upper()
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +129,7 @@ class EmailThreads:
     async def thread(self, ticket_id: UUID, limit: int = 1000) -> list[ThreadEntry]:
         """The ticket's emails, oldest first."""
         rows = await self._run(self._thread_get, (ticket_id, limit), "thread")
-        return [ThreadEntry(_utc(r["at"]) or datetime.now(UTC), r["message_id"], r["direction"], r["address"])
+        return [ThreadEntry(utc(r["at"]) or datetime.now(UTC), r["message_id"], r["direction"], r["address"])
                 for r in rows]
 
     async def tagged(self, tag: str) -> list[UUID]:

@@ -38,6 +38,7 @@ from actors.router import call
 from adapters.cassandra.segment_defs import ACTIVE as ACTIVE  # re-exported for the pages
 from adapters.cassandra.segment_defs import RETIRED, DefinitionStore
 from adapters.cassandra.segments import SegmentStore
+from adapters.cassandra.session import utc
 from adapters.settings import Settings
 from domain import ab
 from domain.errors import Conflict, InvalidInput, NotFound, Unavailable
@@ -81,13 +82,6 @@ _OPS_BY_KIND: dict[str, tuple[str, ...]] = {
     "timestamp": ("within", "not_within", "lt", "le", "gt", "ge", "between", "is_null"),
 }
 assert all(op in OPS for ops in _OPS_BY_KIND.values() for op in ops)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    # The driver hands back naive UTC datetimes.
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _ms(value: datetime) -> datetime:
@@ -216,9 +210,9 @@ def public(row: dict[str, Any]) -> SegmentPublic:
         status=row["status"],
         count=row.get("last_count"),
         created_by_name=row.get("created_by_name"),
-        created_at=_utc(row["created_at"]) or datetime.now(UTC),
+        created_at=utc(row["created_at"]) or datetime.now(UTC),
         updated_by_name=row.get("updated_by_name"),
-        updated_at=_utc(row.get("updated_at")),
+        updated_at=utc(row.get("updated_at")),
     )
 
 
@@ -344,7 +338,7 @@ async def create_segment(bo: BackOffice, op: Operator, data: SegmentCreate) -> t
     stored, created = await rt.defs.insert_segment(row)
     if not created and stored["fingerprint"] != row["fingerprint"]:
         raise Conflict("segment_id already used for another segment", field="segment_id")
-    await rt.defs.index_segment(_utc(stored["created_at"]) or now, data.segment_id, data.brand)
+    await rt.defs.index_segment(utc(stored["created_at"]) or now, data.segment_id, data.brand)
     if stored["status"] == ACTIVE:
         # On a retry too: a first attempt that stored the definition and then lost the engine
         # is completed by the retry.
@@ -388,7 +382,7 @@ async def _scan(
         rows = await rt.defs.index_page(kind, after, fetch)
         progressed = False
         for r in rows:
-            at, key = _utc(r["created_at"]) or datetime.now(UTC), str(r[key_col])
+            at, key = utc(r["created_at"]) or datetime.now(UTC), str(r[key_col])
             if after is not None and at == after[0] and key <= after[1]:
                 continue  # the cursor's own row, and those listed before it at the same instant
             progressed = True
@@ -403,7 +397,7 @@ async def _scan(
         if len(rows) < fetch or not progressed:
             return out, None
         last = rows[-1]
-        after = (_utc(last["created_at"]) or datetime.now(UTC), str(last[key_col]))
+        after = (utc(last["created_at"]) or datetime.now(UTC), str(last[key_col]))
 
 
 async def update_segment(bo: BackOffice, op: Operator, segment_id: UUID, data: SegmentUpdate) -> SegmentPublic:
@@ -492,7 +486,7 @@ async def sizes(bo: BackOffice, op: Operator, segment_id: UUID, since: datetime 
     await authorize(bo, op, "segment.read", segment_resource(row))
     start = since or datetime.now(UTC) - timedelta(days=30)
     points = await rt.members.sizes(str(segment_id), start)
-    return [SizePoint(at=_utc(at) or start, count=int(n)) for at, n in points]
+    return [SizePoint(at=utc(at) or start, count=int(n)) for at, n in points]
 
 
 async def export_csv(
@@ -575,7 +569,7 @@ def experiment_public(row: dict[str, Any], now: datetime | None = None) -> Exper
         experiment_key=exp.experiment_key, segment_id=row["segment_id"], brand=row["brand"],
         variants=list(exp.variants), holdout_bp=exp.holdout_bp, starts_at=exp.starts_at, ends_at=exp.ends_at,
         version=row["version"], running=ab.is_running(exp, now or datetime.now(UTC)),
-        created_by_name=row.get("created_by_name"), created_at=_utc(row["created_at"]) or datetime.now(UTC),
+        created_by_name=row.get("created_by_name"), created_at=utc(row["created_at"]) or datetime.now(UTC),
     )
 
 
@@ -600,7 +594,7 @@ async def create_experiment(bo: BackOffice, op: Operator, data: ExperimentCreate
     stored, created = await rt.defs.insert_experiment(row)
     if not created and stored["fingerprint"] != row["fingerprint"]:
         raise Conflict(f"experiment key {exp.experiment_key!r} is already used", field="experiment_key")
-    await rt.defs.index_experiment(_utc(stored["created_at"]) or now, exp.experiment_key, segment["brand"])
+    await rt.defs.index_experiment(utc(stored["created_at"]) or now, exp.experiment_key, segment["brand"])
     if created:
         await auditing.record(bo, op, "experiment.create", target_kind="experiment", target_id=exp.experiment_key,
                               brand=segment["brand"], after=body)
@@ -681,7 +675,7 @@ async def assignment(bo: BackOffice, key: str, player_id: UUID, *, brand: str | 
         first = False
     return AssignmentPublic(
         experiment_key=key, player_id=player_id, variant=stored["variant"], bucket=stored["bucket"],
-        in_holdout=bool(stored["in_holdout"]), assigned_at=_utc(stored["assigned_at"]) or datetime.now(UTC),
+        in_holdout=bool(stored["in_holdout"]), assigned_at=utc(stored["assigned_at"]) or datetime.now(UTC),
         first=first,
     )
 
