@@ -271,15 +271,20 @@ class SlaScheduler:
         """Publish (and on a breach escalate) one due event; True once it is finished for good."""
         assert self.clocks is not None and self.store is not None
         tid = indexed.ticket_id
-        stored = await self.clocks.load(tid)
-        if stored is None:
-            await self.clocks.forget_open(tid)
-            return False
         try:
             ticket = await self.store.get(tid)
         except NotFound:  # a clock without a ticket (a benchmark's, or a ticket purged): stop watching it
             await self.clocks.forget_open(tid)
             return True
+        stored = await self.clocks.load(tid)
+        if stored is None:
+            # A ticket not changed since it was created has no clock row yet (SlaClocks.start):
+            # write it now, from the stored events, before anything is claimed against it.
+            await self.clocks.record(ticket, [])
+            stored = await self.clocks.load(tid)
+            if stored is None:
+                await self.clocks.forget_open(tid)
+                return False
         if ticket.version > stored.ticket_version:
             # A change without SLA events (priority, category) may not have been recorded: the
             # policy is chosen by the ticket as it is now.

@@ -14,6 +14,9 @@
   the dirty players' feature rows (domain.features), writes them and their recent daily activity to
   Cassandra, then pushes the rows to the region's segment engine (fire and forget: the engine's
   periodic catch-up from Cassandra repairs a lost push). At most one row per player per flush.
+- Contact index: the same flush writes the player's profile email to `player_contacts` (the help
+  desk's email -> player lookup), only when it differs from the address this activation last
+  wrote (most turns do not touch the profile), dropping the previous address's row when known.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from actors.grain import Replay, check_replay, decide_entry, decode, decode_comm
 from actors.ids import Seen, add_ids, id_hash, new_seen, pack, unpack
 from adapters.cassandra.leases import LeaseStore
 from adapters.cassandra.outbox import OutboxRow, OutboxStore
+from adapters.cassandra.player_contacts import ContactChange, PlayerContacts
 from adapters.cassandra.players import JournalEntry, PlayerStore
 from adapters.cassandra.segments import DayActivity, FeatureStore, StoredFeatures
 from adapters.cassandra.session import connect
@@ -47,6 +51,7 @@ from adapters.settings import Settings
 from domain import features as crm_features
 from domain.errors import Forbidden, NotFound, NotHomeRegion, PitbossError, StaleOwner, Unavailable
 from domain.player import AnyCommand, Decision, view
+from domain.player_links import normalize_email
 from schemas.commands import RegisterPlayer, event_command
 from schemas.events import EventEnvelope, PitbossEvent
 from schemas.state import PlayerState, decode_state, encode_state
@@ -58,6 +63,7 @@ ACTIVE = Gauge("pitboss_shard_active_players", "Players active in this shard")
 ACTIVATIONS = Counter("pitboss_shard_activations_total", "Players activated from Cassandra")
 PASSIVATIONS = Counter("pitboss_shard_passivations_total", "Players passivated", ["why"])
 FEATURE_ROWS = Counter("pitboss_shard_feature_rows_total", "Player feature rows written", ["outcome"])
+CONTACT_ROWS = Counter("pitboss_shard_contact_rows_total", "Player email index rows written")
 ENGINE_LOOKUP_SECONDS = 10.0
 
 
@@ -69,6 +75,7 @@ class Active:
     snap_seq: int
     home: str
     last_used: float
+    contact: str | None = None  # the email this activation last wrote to player_contacts (normal form)
 
 
 @dataclass(slots=True)
@@ -146,6 +153,7 @@ class PlayerShard:
         self._engine_looked_up = 0.0
         self.store: PlayerStore
         self.features: FeatureStore
+        self.contacts: PlayerContacts
         self.lease_store: LeaseStore
 
     # ---------------------------------------------------------------- lifecycle
@@ -167,6 +175,7 @@ class PlayerShard:
                     store = PlayerStore(session, self.settings.cassandra_max_in_flight)
                     outbox = OutboxStore(session, store.limit)
                     features = FeatureStore(session, self.settings.segment_feature_buckets)
+                    contacts = PlayerContacts(session)
                     leases = LeaseStore(lease_session, self.settings.lease_serial_consistency)
                 except Exception:
                     cluster.shutdown()
@@ -176,6 +185,7 @@ class PlayerShard:
                 self.cluster, self.lease_cluster = cluster, lease_cluster
                 self.store, self.outbox, self.lease_store = store, outbox, leases
                 self.features = features
+                self.contacts = contacts
             await self._acquire(self.region, wait=self.settings.lease_seconds * 2.5)
             if not self._tasks:
                 self._spawn(self._renew_loop())
@@ -522,6 +532,7 @@ class PlayerShard:
         for i, (region, rows) in enumerate(by_region.items()):
             await self.features.write(region, rows, days if i == 0 else ())
         FEATURE_ROWS.labels("written").inc(len(batch))
+        await self._flush_contacts(batch, now)
         own = by_region.get(self.region)
         engine = self._segment_engine() if own else None
         if engine is not None and own:
@@ -534,6 +545,25 @@ class PlayerShard:
                 engine.apply_rows.remote(payload)  # fire and forget: the engine's catch-up repairs a loss
             except Exception:
                 self._engine = None
+
+    async def _flush_contacts(self, batch: dict[UUID, PlayerState], now: datetime) -> None:
+        """Index the players' emails that changed since this activation last wrote them. A failure
+        raises: the caller retries the whole flush (the rows are idempotent)."""
+        changes: list[ContactChange] = []
+        for pid, state in batch.items():
+            email = normalize_email(state.profile.email)
+            act = self.active.get(pid)
+            known = act.contact if act is not None else None
+            if email is not None and email != known:
+                changes.append(ContactChange(pid, state.brand, email, known))
+        if not changes:
+            return
+        await self.contacts.write(changes, now)
+        for c in changes:
+            act = self.active.get(c.player_id)
+            if act is not None:
+                act.contact = c.email
+        CONTACT_ROWS.inc(len(changes))
 
     def _segment_engine(self) -> Any:
         """The region's segment engine if it runs (looked up at most every few seconds), else None."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -87,6 +88,9 @@ class Settings(BaseSettings):
     helpdesk_routing_file: str = ""
     # An agent whose dashboard stopped sending heartbeats for this long is no longer available.
     helpdesk_presence_ttl_seconds: int = Field(default=90, ge=10)
+    # How long a replica trusts a player's brand and country it read for a platform (API-key) call,
+    # instead of asking the player's actor again; operators' calls always read the live profile.
+    helpdesk_player_cache_seconds: float = Field(default=30.0, ge=0, le=3600)
     # Shared secret of the telephony provider's webhook signatures (HMAC-SHA256). Local-only default.
     phone_webhook_secret: str = "local-only-phone-webhook-secret"
     # A signed phone event older or newer than this is refused (replay protection).
@@ -180,6 +184,25 @@ class Settings(BaseSettings):
     segment_size_sample_seconds: float = Field(default=300.0, ge=1)
     # The churn model is retrained from the players' daily activity this often (default daily).
     churn_retrain_seconds: float = Field(default=86_400.0, ge=60)
+
+    # --- Help desk: linking email tickets to players (serve_apps/helpdesk_mail, serve_apps/helpdesk/contacts.py) ---
+    # When the mail gateway opens a new email ticket for the player whose profile has the From address:
+    # "dmarc_pass" only when the trusted MTA's Authentication-Results says dmarc=pass (the From domain is
+    # authenticated); "unless_dmarc_fail" also when there is no verdict or it is none/neutral/... (a From
+    # address of a domain without a DMARC policy can be forged); "off" never (agents link every ticket).
+    helpdesk_mail_link_players: Literal["dmarc_pass", "unless_dmarc_fail", "off"] = "dmarc_pass"
+
+    # --- Help desk KPI facts (serve_apps/helpdesk/kpi_facts.py) ---
+    # Each help-desk replica consumes the ticket events from this durable queue (dead letters in
+    # <queue>.dlq) and keeps one KPI fact row per ticket current (schemas/cql/016).
+    helpdesk_kpi_queue: str = "pitboss.helpdesk-kpis"
+    # Whether the help-desk replicas run that consumer (off: KPIs count only backfilled days' facts).
+    helpdesk_kpi_consumer: bool = True
+    # Day partitions of the fact table one KPI request reads at once.
+    kpi_day_concurrency: int = Field(default=8, ge=1, le=64)
+    # Each help-desk replica consumes ticket.assigned from this durable queue to tell agents' open chat
+    # consoles about reassigned chats (serve_apps/helpdesk/chat_moves.py).
+    helpdesk_chat_moves_queue: str = "pitboss.helpdesk-chat-moves"
 
     def trusted_networks(self) -> list[IPv4Network | IPv6Network]:
         return [ip_network(p.strip(), strict=False) for p in self.trusted_proxies.split(",") if p.strip()]

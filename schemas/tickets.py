@@ -138,6 +138,14 @@ class MessageCreate(_In):
     attachments: AttachmentRefs = Field(default_factory=list)
 
 
+class TicketPlayerLink(_In):
+    """An agent links a ticket without a player (an email from an address no profile had) to one.
+    `version` is the version the agent's screen showed (409 when the ticket changed since)."""
+
+    player_id: UUID
+    version: Annotated[StrictInt, Field(ge=1)]
+
+
 class AttachmentMeta(_In):
     attachment_id: UUID
     ticket_id: UUID

@@ -4,13 +4,15 @@ behalf)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
+
+from cachetools import TTLCache
 
 from adapters.cassandra.apikeys import ApiKey, key_hash
 from domain.errors import Unauthorized
 
 Lookup = Callable[[str], Awaitable[ApiKey | None]]
+_MISS = "\0miss"  # no brand is named this: tells "not cached" from a cached "no such key" (None)
 
 
 class KeyCache:
@@ -18,18 +20,14 @@ class KeyCache:
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        self._entries: dict[str, tuple[str | None, float]] = {}
+        self._entries: TTLCache[str, str | None] = TTLCache(maxsize=10_000, ttl=ttl)
 
     def get(self, digest: str) -> tuple[bool, str | None]:
-        hit = self._entries.get(digest)
-        if hit is None or hit[1] < time.monotonic():
-            return False, None
-        return True, hit[0]
+        hit = self._entries.get(digest, _MISS)
+        return (False, None) if hit is _MISS else (True, hit)
 
     def put(self, digest: str, brand: str | None) -> None:
-        if len(self._entries) > 10_000:
-            self._entries.clear()
-        self._entries[digest] = (brand, time.monotonic() + self.ttl)
+        self._entries[digest] = brand
 
 
 async def brand_of(authorization: str | None, cache: KeyCache, lookup: Lookup) -> str:

@@ -10,9 +10,9 @@ from typing import Any
 from uuid import UUID
 
 from cassandra.cluster import Session
-from cassandra.query import BatchStatement, BatchType
+from cassandra.query import BatchType
 
-from adapters.cassandra.session import aexecute, utc
+from adapters.cassandra.session import aexecute, batch_of, utc
 from adapters.coalesce import Coalescer
 
 BUCKET_SIZE = 1000
@@ -22,13 +22,6 @@ _EPOCH_SHIFT = 40  # write timestamp = epoch << 40 | seq: a newer owner's writes
 
 def write_timestamp(epoch: int, seq: int) -> int:
     return (epoch << _EPOCH_SHIFT) | seq
-
-
-def batch_of(statements: Sequence[Any], kind: BatchType = BatchType.UNLOGGED) -> BatchStatement:
-    batch = BatchStatement(batch_type=kind)
-    for stmt in statements:
-        batch.add(stmt)
-    return batch
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import dict_factory
+from cassandra.query import BatchStatement, BatchType, dict_factory
 from prometheus_client import Histogram
 
 from adapters.settings import Settings
@@ -34,6 +34,25 @@ def utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def batch_of(statements: Sequence[Any], kind: BatchType = BatchType.UNLOGGED) -> BatchStatement:
+    batch = BatchStatement(batch_type=kind)
+    for stmt in statements:
+        batch.add(stmt)
+    return batch
+
+
+async def abatch(session: Session, writes: Sequence[tuple[Any, Sequence[Any]]], op: str,
+                 limit: asyncio.Semaphore | None = None) -> None:
+    """Independent idempotent upserts (prepared statement, params) sent as one unlogged batch.
+
+    Not for atomicity: for the cost. Each request costs the driver and the coordinator far more
+    than each mutation in it, so the index rows that follow a commit go as one request."""
+    if len(writes) == 1:
+        await aexecute(session, writes[0][0], writes[0][1], op=op, limit=limit)
+    elif writes:
+        await aexecute(session, batch_of([stmt.bind(params) for stmt, params in writes]), None, op=op, limit=limit)
 
 
 def applied(rows: list[dict[str, Any]]) -> bool:

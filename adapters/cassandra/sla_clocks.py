@@ -43,7 +43,7 @@ from uuid import UUID
 
 from cassandra.cluster import Session
 
-from adapters.cassandra.session import aexecute, applied, utc
+from adapters.cassandra.session import abatch, aexecute, applied, utc
 from domain import sla
 from domain.errors import Conflict, InvalidInput, Unavailable
 from domain.sla import SlaClock, SlaStatus, SlaSubject, TargetClock
@@ -284,6 +284,28 @@ class SlaClocks:
                 return
         raise Unavailable(f"ticket {tid}: its SLA clock kept changing under this write; retry")
 
+    async def start(self, ticket: Ticket, events: Sequence[SlaEvent]) -> None:
+        """Record the SLA events of a ticket this call just created (`record`'s fast path).
+
+        Only insert-only rows and the indexes are written: the `ticket_sla` row is left to the
+        first `record` (the ticket's next change) or to the scheduler, and a reader finding none
+        rebuilds the clock from the events (`load`). A lightweight transaction per new ticket
+        would cost as much as the ticket's own, the one that decides whether it was created."""
+        tid = ticket.ticket_id
+        clock, refused = rebuild(events)
+        for event, why in refused:
+            log.warning("ticket %s: SLA event %s skipped: %s", tid, event.event_id, why)
+        rows: list[tuple[Any, tuple[Any, ...]]] = [
+            (self._event_put, (tid, e.at, event_seq(e, ticket.version, i), e.event_id, e.kind))
+            for i, e in enumerate(events)
+        ]
+        await abatch(self.session, [*rows, *self._index_writes(None, self._unsaved(ticket, clock, len(events)))],
+                     op="sla_start", limit=self._limit)
+
+    def _unsaved(self, ticket: Ticket, clock: SlaClock, events: int) -> StoredClock:
+        """The clock of a ticket whose `ticket_sla` row is not written yet (version 0)."""
+        return replace(self._snapshot(ticket, None, clock, events), version=0)
+
     def _snapshot(self, ticket: Ticket, before: StoredClock | None, clock: SlaClock, events: int) -> StoredClock:
         newer = before is None or ticket.version >= before.ticket_version
         brand: str
@@ -318,24 +340,29 @@ class SlaClocks:
         return applied(rows)
 
     async def _reindex(self, before: StoredClock | None, a: StoredClock) -> None:
+        await abatch(self.session, self._index_writes(before, a), op="sla_index", limit=self._limit)
+
+    def _index_writes(self, before: StoredClock | None, a: StoredClock) -> list[tuple[Any, tuple[Any, ...]]]:
+        """The open-clock and auto-close index rows of a clock (upserts and deletes keyed by it)."""
         tid = a.ticket_id
-        jobs = []
+        writes: list[tuple[Any, tuple[Any, ...]]] = []
         if a.clock.state in ("running", "paused") and a.status != "closed":
-            jobs.append(self._run(self._open_put, (bucket_of(tid), tid, a.brand, a.priority, a.category,
-                                                   clock_to_json(a.clock, with_ids=False), a.version), "open"))
+            writes.append((self._open_put, (bucket_of(tid), tid, a.brand, a.priority, a.category,
+                                            clock_to_json(a.clock, with_ids=False), a.version)))
         else:
-            jobs.append(self._run(self._open_del, (bucket_of(tid), tid), "open"))
+            writes.append((self._open_del, (bucket_of(tid), tid)))
         if a.status == "solved" and a.solved_at is not None:
-            jobs.append(self._run(self._close_put, (_day(a.solved_at), tid, a.brand, a.solved_at), "autoclose"))
+            writes.append((self._close_put, (_day(a.solved_at), tid, a.brand, a.solved_at)))
         elif a.solved_at is not None:
-            jobs.append(self._run(self._close_del, (_day(a.solved_at), tid), "autoclose"))
+            writes.append((self._close_del, (_day(a.solved_at), tid)))
         if before is not None and before.solved_at is not None and before.solved_at != a.solved_at:
-            jobs.append(self._run(self._close_del, (_day(before.solved_at), tid), "autoclose"))
-        await asyncio.gather(*jobs)
+            writes.append((self._close_del, (_day(before.solved_at), tid)))
+        return writes
 
     # ------------------------------------------------------------------------ reading
 
     async def load(self, ticket_id: UUID) -> StoredClock | None:
+        """The stored clock; None when its row is not written yet (see `start` and `load_or_rebuild`)."""
         rows = await self._run(self._get, (ticket_id,), "get")
         if not rows or rows[0]["clock"] is None:
             return None
@@ -347,10 +374,23 @@ class SlaClocks:
             ticket_version=r["ticket_version"] or 0, solved_at=utc(r["solved_at"]), version=r["version"] or 0,
         )
 
+    async def load_or_rebuild(self, ticket: Ticket) -> StoredClock | None:
+        """The stored clock, or for a ticket not changed since `start`, its clock rebuilt from its
+        events (version 0, nothing written); None when the ticket has no SLA events at all."""
+        stored = await self.load(ticket.ticket_id)
+        if stored is not None:
+            return stored
+        rows = await self._run(self._events, (ticket.ticket_id,), "events")
+        if not rows:
+            return None
+        clock, _ = rebuild(SlaEvent(event_id=r["event_id"], kind=r["kind"], at=cast(datetime, utc(r["at"])))
+                           for r in rows)
+        return self._unsaved(ticket, clock, len(rows))
+
     async def status(self, ticket: Ticket, now: datetime) -> SlaStatus | None:
         """The ticket's SLA at `now` under the policy of its (current) priority and category; None
         when it has no clock yet or no policy applies."""
-        stored = await self.load(ticket.ticket_id)
+        stored = await self.load_or_rebuild(ticket)
         if stored is None:
             return None
         subject = self.subject(ticket.ticket_id, ticket.priority, ticket.category, stored.clock)

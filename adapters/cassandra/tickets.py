@@ -4,9 +4,11 @@ The `tickets` row is the commit point of every command: created `IF NOT EXISTS`,
 `UPDATE ... IF version = ?` (Conflict, field "version", when another agent got there first).
 Everything else is written around it so that a reader never sees half a command:
 
-- a message row is written (IF NOT EXISTS) *before* the ticket row names it, and the
-  conversation lists only rows the ticket names (id and time), so a message whose ticket update
-  lost the race stays invisible, and its retry (new time) is a different row;
+- a message row is written *before* the ticket row names it, and the conversation lists only
+  rows the ticket names (id and time), so a message whose ticket update lost the race stays
+  invisible, and its retry (new time) is a different row. The row is a plain insert, not a
+  lightweight transaction: its key holds its own time, so two writes of one key carry the same
+  message, and a Paxos round per message would halve what the cluster can take;
 - the indexes (player's tickets, the queue, the timeline) are written *after* the commit; they
   are upserts with keys taken from the committed ticket, and the queue reader checks each
   ticket's current status against the row, never trusting the index alone.
@@ -30,7 +32,7 @@ from uuid import UUID
 
 from cassandra.cluster import Session
 
-from adapters.cassandra.session import aexecute, applied, utc
+from adapters.cassandra.session import abatch, aexecute, applied, utc
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.tickets import Ticket, check_attachment
 from schemas.tickets import AttachmentMeta, MessagePublic, TicketPublic, TimelineItem, summarize
@@ -40,6 +42,7 @@ MAX_PAGE = 200
 _DAYS_PER_PAGE = 64  # day partitions one queue page may read before answering with a cursor
 _CONCURRENCY = 16
 _END_MS = 253_402_214_400_000  # 9999-12-31T00:00Z: above every stored time
+_Write = tuple[Any, tuple[Any, ...]]  # a prepared statement and its parameters
 _TICKET_COLUMNS = (
     "ticket_id, player_id, brand, channel, category, priority, status, subject, language, team, assignee, "
     "tags, version, created_at, updated_at, first_responded_at, solved_at, closed_at, sender_email, messages"
@@ -110,9 +113,11 @@ class TicketStore:
                    "updated_at = ?, first_responded_at = ?, solved_at = ?, closed_at = ?")
         self._update = p(f"UPDATE tickets SET {mutable} WHERE ticket_id = ? IF version = ?")
         self._update_msg = p(f"UPDATE tickets SET {mutable}, messages[?] = ? WHERE ticket_id = ? IF version = ?")
+        self._link = p("UPDATE tickets SET player_id = ?, version = ?, updated_at = ? WHERE ticket_id = ? "
+                       "IF version = ?")
         self._insert_message = p(
             "INSERT INTO ticket_messages (ticket_id, created_at, message_id, author_kind, author_id, visibility, "
-            "body, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+            "body, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
         self._messages = p(
             "SELECT ticket_id, created_at, message_id, author_kind, author_id, visibility, body, attachments "
@@ -195,12 +200,13 @@ class TicketStore:
         first = message if created else None
         if first is None and message.message_id in stored.messages:
             first = message.model_copy(update={"created_at": stored.messages[message.message_id]})
-        await self._index(None, stored)
+        # The indexes and the timeline are keyed by the committed ticket: independent upserts.
+        writes = self._index_writes(None, stored)
         if stored.player_id is not None:
-            await self._run(self._timeline_put, (stored.player_id, stored.created_at, stored.ticket_id, "ticket",
-                                                 stored.ticket_id, summarize(stored.subject), "public"), "timeline")
+            writes.append(self._ticket_line(stored))
             if first is not None:
-                await self._timeline_message(stored, first)
+                writes.append(self._message_line(stored, first))
+        await self._write(writes, "index")
         return created
 
     async def get(self, ticket_id: UUID) -> Ticket:
@@ -217,7 +223,7 @@ class TicketStore:
         if after.version == before.version:
             return
         await self._commit(self._update, before, after, ())
-        await self._index(before, after)
+        await self._write(self._index_writes(before, after), "index")
 
     async def add_message(self, before: Ticket, after: Ticket, message: MessagePublic) -> None:
         """Commit a message added by `domain.tickets.apply` (Conflict when `before` is stale)."""
@@ -225,9 +231,32 @@ class TicketStore:
             return
         await self._put_message(message)
         await self._commit(self._update_msg, before, after, (message.message_id, message.created_at))
-        await self._index(before, after)
+        writes = self._index_writes(before, after)
         if after.player_id is not None:
-            await self._timeline_message(after, message)
+            writes.append(self._message_line(after, message))
+        await self._write(writes, "index")
+
+    async def link_player(self, before: Ticket, after: Ticket) -> None:
+        """Commit a link decided by `domain.player_links.link_player` (Conflict when `before` is stale),
+        then write the player's indexes for the ticket (`index_player`)."""
+        if after.version != before.version:
+            rows = await self._run(self._link, (after.player_id, after.version, after.updated_at, after.ticket_id,
+                                                before.version), "link")
+            if not applied(rows):
+                now = rows[0].get("version") if rows else None
+                raise Conflict(f"ticket {after.ticket_id} was changed by someone else (version {now}, expected "
+                               f"{before.version}): reload it", field="version")
+        await self.index_player(after)
+
+    async def index_player(self, t: Ticket) -> None:
+        """The player's ticket list row and timeline rows (the ticket and every message it names), as a
+        ticket created for the player would have them. Upserts: repeating it (a retried link) repairs
+        a crash after the commit and writes nothing twice."""
+        if t.player_id is None:
+            return
+        messages = await self.messages(t)
+        await self._write([self._player_row(t), self._ticket_line(t), *(self._message_line(t, m) for m in messages)],
+                          "index")
 
     async def _commit(self, stmt: Any, before: Ticket, after: Ticket, extra: tuple[Any, ...]) -> None:
         a = after
@@ -244,25 +273,36 @@ class TicketStore:
         await self._run(self._insert_message, (m.ticket_id, m.created_at, m.message_id, m.author_kind, m.author_id,
                                                m.visibility, m.body, list(m.attachments)), "message")
 
-    async def _timeline_message(self, t: Ticket, m: MessagePublic) -> None:
+    async def _write(self, writes: Sequence[_Write], op: str) -> None:
+        await abatch(self.session, writes, op=f"tickets_{op}", limit=self._limit)
+
+    def _ticket_line(self, t: Ticket) -> _Write:
+        return self._timeline_put, (t.player_id, t.created_at, t.ticket_id, "ticket", t.ticket_id,
+                                    summarize(t.subject), "public")
+
+    def _message_line(self, t: Ticket, m: MessagePublic) -> _Write:
         who = {"agent": "Agent", "player": "Player", "system": "System"}[m.author_kind]
         note = " (internal note)" if m.visibility == "internal" else ""
-        await self._run(self._timeline_put, (t.player_id, m.created_at, m.message_id, "message", t.ticket_id,
-                                             summarize(f"{who}{note}: {m.body}"), m.visibility), "timeline")
+        return self._timeline_put, (t.player_id, m.created_at, m.message_id, "message", t.ticket_id,
+                                    summarize(f"{who}{note}: {m.body}"), m.visibility)
 
-    async def _index(self, before: Ticket | None, t: Ticket) -> None:
+    def _player_row(self, t: Ticket) -> _Write:
+        return self._player_ticket, (t.player_id, t.created_at, t.ticket_id, t.subject, t.status, t.priority,
+                                     t.channel)
+
+    def _index_writes(self, before: Ticket | None, t: Ticket) -> list[_Write]:
+        """The queue, queue-day and player-list rows of a committed ticket (upserts keyed by it)."""
         day = _day(t.created_at)
-        jobs = [
-            self._run(self._queue_put, (t.brand, t.status, day, t.created_at, t.ticket_id, t.priority, t.team,
-                                        t.assignee, summarize(t.subject)), "queue"),
-            self._run(self._queue_day, (t.brand, t.status, day), "queue"),
+        writes: list[_Write] = [
+            (self._queue_put, (t.brand, t.status, day, t.created_at, t.ticket_id, t.priority, t.team, t.assignee,
+                               summarize(t.subject))),
+            (self._queue_day, (t.brand, t.status, day)),
         ]
         if before is not None and before.status != t.status:
-            jobs.append(self._run(self._queue_del, (t.brand, before.status, day, t.created_at, t.ticket_id), "queue"))
+            writes.append((self._queue_del, (t.brand, before.status, day, t.created_at, t.ticket_id)))
         if t.player_id is not None:
-            jobs.append(self._run(self._player_ticket, (t.player_id, t.created_at, t.ticket_id, t.subject, t.status,
-                                                        t.priority, t.channel), "player"))
-        await asyncio.gather(*jobs)
+            writes.append(self._player_row(t))
+        return writes
 
     async def messages(self, ticket: Ticket, limit: int = 5000) -> list[MessagePublic]:
         """The conversation, oldest first: only the messages the ticket names (see the module docstring)."""

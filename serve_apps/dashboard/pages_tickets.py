@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from actors.helpdesk_sla import alerts_key
 from domain.errors import InvalidInput
 from domain.tickets import TRANSITIONS
-from schemas.tickets import MessageCreate, Priority, Status, TicketCreate, TicketUpdate
+from schemas.tickets import MessageCreate, Priority, Status, TicketCreate, TicketPlayerLink, TicketUpdate
 from serve_apps.backoffice.deps import BO, Operator, Require
 from serve_apps.backoffice.runtime import BackOffice
 from serve_apps.dashboard.render import page, redirect
@@ -131,7 +131,8 @@ async def ticket(ticket_id: UUID, request: Request, op: Annotated[Operator, Requ
     return page(request, bo, "ticket.html", op, section="tickets", v=view, t=view.ticket, due=_first_due(view.sla),
                 moves=moves, priorities=get_args(Priority), teams=[t.name for t in hd.routing.teams], agents=names,
                 attachments_by_id=by_id, can_write=_can(bo, op, "ticket.write") and current != "closed",
-                can_assign=_can(bo, op, "ticket.assign"), me_id=op.id, new_message_id=uuid4())
+                can_assign=_can(bo, op, "ticket.assign"), me_id=op.id, new_message_id=uuid4(),
+                can_link=_can(bo, op, "ticket.write"))
 
 
 @router.post("/tickets/{ticket_id}/messages")
@@ -150,6 +151,23 @@ async def reply(
     except ValidationError as exc:
         raise _invalid(exc) from exc
     await hd.add_message(ticket_id, data, Actor.agent(op))
+    return redirect(f"/tickets/{ticket_id}")
+
+
+@router.post("/tickets/{ticket_id}/player")
+async def link_player(
+    ticket_id: UUID,
+    op: Annotated[Operator, Require("ticket.write")],
+    hd: HD,
+    version: Annotated[int, Form()],
+    player_id: Annotated[str, Form(max_length=64)],
+) -> Response:
+    """The ticket page's "Link to player" form (shown on a ticket without a player)."""
+    try:
+        data = TicketPlayerLink.model_validate({"player_id": player_id.strip(), "version": version})
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    await hd.link_player(ticket_id, data, Actor.agent(op))
     return redirect(f"/tickets/{ticket_id}")
 
 

@@ -22,6 +22,7 @@ from schemas.tickets import (
     MessagePublic,
     Status,
     TicketCreate,
+    TicketPlayerLink,
     TicketPublic,
     TicketUpdate,
 )
@@ -76,6 +77,14 @@ async def get_ticket(ticket_id: UUID, op: Annotated[Operator, Require("ticket.re
 async def update_ticket(ticket_id: UUID, body: TicketUpdate, op: Annotated[Operator, Require("ticket.write")],
                         hd: HD) -> TicketPublic:
     return await hd.update_ticket(ticket_id, body, Actor.agent(op))
+
+
+@router.post("/tickets/{ticket_id}/player",
+             summary="Link a ticket without a player (an email from an unknown address) to a player; a retry "
+                     "with the same player returns the ticket")
+async def link_player(ticket_id: UUID, body: TicketPlayerLink, op: Annotated[Operator, Require("ticket.write")],
+                      hd: HD) -> TicketPublic:
+    return await hd.link_player(ticket_id, body, Actor.agent(op))
 
 
 @router.post("/tickets/{ticket_id}/messages", status_code=201,

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, cast
 from uuid import UUID, uuid5
 
+from cachetools import TTLCache
 from fastapi import Depends
 from pydantic import BaseModel, ConfigDict
 
@@ -46,6 +47,7 @@ from adapters.redis_presence import Presence, PresenceStore
 from adapters.settings import Settings
 from adapters.sla_config import load_sla_policies
 from adapters.yaml_config import parse_model, read_text
+from domain import player_links
 from domain import routing as routing_rules
 from domain import tickets as rules
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, PitbossError, Unavailable
@@ -62,6 +64,7 @@ from schemas.tickets import (
     MessagePublic,
     Status,
     TicketCreate,
+    TicketPlayerLink,
     TicketPublic,
     TicketUpdate,
     TimelineItem,
@@ -231,6 +234,8 @@ class HelpDesk:
         self.presence = PresenceStore(bo.redis, bo.settings.helpdesk_presence_ttl_seconds)
         self.routing = routing or load_routing(bo.settings)
         self.sla: SlaClocks | None = _sla_clocks(bo)
+        self._known_players: TTLCache[UUID, Resource] = TTLCache(
+            maxsize=100_000, ttl=max(bo.settings.helpdesk_player_cache_seconds, 0.001))
 
     # ------------------------------------------------------------------ checks
 
@@ -239,12 +244,20 @@ class HelpDesk:
         actor may act on them."""
         if self.bo.players is None:
             raise Unavailable("players are not served here")
+        if actor.operator is None:
+            # A platform call only needs the player to exist in its brand: a brand never changes,
+            # so a recent answer saves a round trip through the player's actor per ticket.
+            cached = self._known_players.get(player_id)
+            if cached is not None and (actor.brand is None or cached.brand == actor.brand):
+                return cached
         state = await self.bo.players.read(player_id, actor.brand if actor.kind != "agent" else None)
         resource = Resource(kind="player", id=str(player_id), brand=state["brand"],
                             jurisdiction=(state.get("profile") or {}).get("country"),
                             vip_manager=None)
         if actor.operator is not None:
             await authorize(self.bo, actor.operator, permission, resource, target_id=str(player_id))
+        elif self.settings.helpdesk_player_cache_seconds > 0:
+            self._known_players[player_id] = resource
         return resource
 
     async def _may(self, t: Ticket, actor: Actor, permission: str) -> None:
@@ -342,12 +355,13 @@ class HelpDesk:
         return out
 
     async def _after_commit(self, before: Ticket | None, after: Ticket, events: Sequence[rules.Event],
-                            strict: bool) -> None:
-        """Loads, SLA clocks, the bus. `strict`: a failure answers 503 (the caller's retry redoes it)."""
+                            strict: bool, created: bool = False) -> None:
+        """Loads, SLA clocks, the bus. `strict`: a failure answers 503 (the caller's retry redoes it).
+        `created`: this call created `after`, so no other writer has recorded its clock yet."""
         jobs = [self.routes.index(before, after), self._publish(self._bus_events(after, events))]
         sla = rules.sla_events(events)
         if self.sla is not None and sla:
-            jobs.append(self.sla.record(after, sla))
+            jobs.append(self.sla.start(after, sla) if created else self.sla.record(after, sla))
         try:
             # Independent of each other: one round of waiting, not three.
             await asyncio.gather(*jobs)
@@ -404,9 +418,9 @@ class HelpDesk:
             return stored.public(), False
         if assignee is not None:
             await asyncio.gather(self.presence.assigned(assignee, ticket.created_at),
-                                 self._after_commit(None, ticket, events, strict=True))
+                                 self._after_commit(None, ticket, events, strict=True, created=True))
         else:
-            await self._after_commit(None, ticket, events, strict=True)
+            await self._after_commit(None, ticket, events, strict=True, created=True)
         await self._audit(actor, "ticket.create", ticket, after=_dump(ticket))
         return ticket.public(), True
 
@@ -481,6 +495,30 @@ class HelpDesk:
             await self.presence.assigned(after.assignee, after.updated_at)
         await self._after_commit(before, after, events, strict=False)
         await self._audit(actor, "ticket.update", after, before=_dump(before), after=_dump(after))
+        return after.public()
+
+    async def link_player(self, ticket_id: UUID, body: TicketPlayerLink, actor: Actor) -> TicketPublic:
+        """An agent links a ticket without a player to one (`domain.player_links.link_player`): the ticket
+        and its messages then show in the player's history. Same player again: a retry (the indexes are
+        re-written, nothing else). 409 on a stale version or a ticket of another player; 404/422 on
+        `player_id` for an unknown player or one of another brand."""
+        try:
+            if actor.operator is None:
+                raise Forbidden("an agent links tickets to players, with their operator session")
+            before = await self._load(ticket_id, actor, "ticket.write")
+            if before.player_id is not None and before.player_id != body.player_id:
+                raise Conflict(f"ticket {ticket_id} already belongs to player {before.player_id}", field="player_id")
+            player = await self._player(body.player_id, actor, "ticket.write")
+            after = player_links.link_player(before, body.player_id, player.brand or "", body.version, now_ms())
+            await self.tickets.link_player(before, after)
+        except PitbossError as exc:
+            await self._audit_failure(actor, "ticket.link_player", str(ticket_id), None, exc)
+            raise
+        if after is not before:
+            await self._audit(actor, "ticket.link_player", after,
+                              before={"player_id": None, "version": before.version},
+                              after={"player_id": str(after.player_id), "version": after.version,
+                                     "sender_email": after.sender_email})
         return after.public()
 
     async def _check_assignment(self, t: Ticket, body: TicketUpdate, actor: Actor) -> None:

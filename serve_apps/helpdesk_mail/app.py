@@ -3,7 +3,8 @@ one replica, running
 
 - the inbound SMTP listener (`adapters.email_inbound.InboundSmtpServer`, aiosmtpd) on
   `PITBOSS_SMTP_INBOUND_HOST:PORT`, feeding `gateway.InboundThreader` (tickets through
-  `serve_apps.helpdesk.service.HelpDesk`);
+  `serve_apps.helpdesk.service.HelpDesk`; the sender's player found through
+  `serve_apps.helpdesk.contacts.SenderResolver`);
 - the consumer of `ticket.message_added` (`consumer.ReplyConsumer`) that emails agents' public
   replies on email tickets through `PITBOSS_SMTP_HOST:PORT`.
 
@@ -24,11 +25,13 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
+from adapters.cassandra.player_contacts import PlayerContacts
 from adapters.email_inbound import InboundSmtpServer
 from adapters.email_outbound import SmtpSender
 from adapters.settings import Settings, get_settings
 from schemas.email import InboundEmail
 from serve_apps.backoffice.runtime import BackOffice
+from serve_apps.helpdesk.contacts import SenderResolver
 from serve_apps.helpdesk.service import Actor, HelpDesk
 from serve_apps.helpdesk_mail.consumer import ReplyConsumer
 from serve_apps.helpdesk_mail.gateway import InboundThreader, ReplySender, parse_brands
@@ -72,7 +75,10 @@ def build_gateway(
     """The listener and the consumer over one help desk (used by the deployment; tests may run it too)."""
     threads = EmailThreads(backoffice.session)
     brands = parse_brands(settings.helpdesk_mail_brands)
-    threader = InboundThreader(desk, desk.tickets, threads, brands=brands, actor=_actor)
+    resolver = SenderResolver(PlayerContacts(backoffice.session), backoffice.players) if backoffice.players else None
+    threader = InboundThreader(desk, desk.tickets, threads, brands=brands, actor=_actor,
+                               resolve=resolver.resolve if resolver is not None else None,
+                               link_policy=settings.helpdesk_mail_link_players)
     listener = SharedPortListener(
         threader,
         accepted_domains=list(brands),
@@ -109,8 +115,9 @@ def build_gateway(
 class MailGateway:
     async def __init__(self) -> None:  # type: ignore[misc]
         settings = get_settings()
-        # Both constructors connect and prepare statements (blocking): off the replica's loop.
-        self.backoffice = await asyncio.to_thread(BackOffice, settings, with_players=False)
+        # Both constructors connect and prepare statements (blocking): off the replica's loop. The
+        # players' shards are reached to find the player an email comes from (their live profile).
+        self.backoffice = await asyncio.to_thread(BackOffice, settings)
         self.desk = await asyncio.to_thread(HelpDesk, self.backoffice)
         self.listener, self.consumer = await asyncio.to_thread(build_gateway, settings, self.backoffice, self.desk)
         await self.listener.start()

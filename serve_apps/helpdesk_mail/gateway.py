@@ -13,11 +13,15 @@
      that does not match opens a new ticket instead.
   4. Known thread, ticket not closed: `add_message` (author player, public) with the quoted tail
      stripped. Closed: a new ticket tagged `follows:<old ticket id>` whose body names the old one.
-  5. Otherwise a new email ticket (`player_id` None, `sender_email` = the From address: there is no
-     email -> player index today, and the profile has no copy here; an agent links it).
+  5. Otherwise a new email ticket, `sender_email` = the From address, linked to the player whose
+     live profile has that address in the brand (`player_contacts` index, then the profile: see
+     `serve_apps.helpdesk.contacts`) when the DMARC verdict allows trusting the From address
+     (`PITBOSS_HELPDESK_MAIL_LINK_PLAYERS`); unlinked when nobody, or several players, match, or the
+     lookup fails (an agent links it). A follow-up of a closed ticket keeps that ticket's player.
   Idempotent: the ticket id of a new ticket and the message id of an added message are UUIDv5 of
   the email's Message-ID, attachment ids of Message-ID + MIME part, so a retried delivery (the
-  250 was lost, or a crash before the index was written) repeats the same writes.
+  250 was lost, or a crash before the index was written) repeats the same writes. A retry of a
+  new ticket keeps the player the first attempt stored, whatever the index says by then.
   Attachments go through the ticket attachment store with the domain's rules (allow-listed types,
   10 MiB, at most 10 a message); one that is refused is named in the message body instead.
 
@@ -34,7 +38,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -45,6 +49,7 @@ from adapters.email_inbound import attachment_content
 from adapters.email_outbound import SmtpSender, compose_reply
 from domain.email_threading import base_subject, new_message_id, strip_quoted_reply, thread_candidates, ticket_reference
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from domain.player_links import sender_may_be_linked
 from domain.tickets import Ticket, attachment_meta, first_message_id
 from schemas.email import InboundEmail, OutboundAttachment
 from schemas.tickets import (
@@ -118,6 +123,8 @@ class InboundThreader:
         brands: Mapping[str, str],
         actor: Callable[[InboundEmail], Any],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        resolve: Callable[[str, str], Awaitable[UUID | None]] | None = None,
+        link_policy: str = "dmarc_pass",
     ) -> None:
         self.tickets = tickets
         self.store = store
@@ -125,6 +132,9 @@ class InboundThreader:
         self.brands = dict(brands)
         self.actor = actor
         self.clock = clock
+        # (brand, From address) -> the one player it names, or None (serve_apps.helpdesk.contacts).
+        self.resolve = resolve
+        self.link_policy = link_policy
 
     async def __call__(self, email: InboundEmail) -> None:
         await self.thread(email)
@@ -229,6 +239,30 @@ class InboundThreader:
                 return brand
         raise InvalidInput("no recipient of this message belongs to a brand's help desk", field="to")
 
+    async def _player_of(self, email: InboundEmail, ticket_id: UUID, brand: str, follows: Ticket | None) -> UUID | None:
+        """The player the new ticket belongs to, or None (see decision 5 in the module docstring)."""
+        try:
+            # A retried delivery: the player the first attempt stored (the ticket service refuses a
+            # retry whose player differs, and the index may have changed in between).
+            return (await self.store.get(ticket_id)).player_id
+        except NotFound:
+            pass
+        if follows is not None and follows.player_id is not None:
+            return follows.player_id
+        auth = email.authentication
+        if self.resolve is None or not sender_may_be_linked(self.link_policy, auth.dmarc if auth else None):
+            return None
+        try:
+            player_id = await self.resolve(brand, email.from_address)
+        except Exception:
+            # The index or the players' shards are unreachable: the email still becomes a ticket now
+            # (unlinked, an agent links it) rather than waiting at the sender's MTA.
+            log.warning("player of %s not looked up for email %s", email.from_address, email.message_id, exc_info=True)
+            return None
+        if player_id is not None:
+            log.info("email %s is from player %s", email.message_id, player_id)
+        return player_id
+
     async def _create(self, email: InboundEmail, follows: Ticket | None) -> Threaded:
         ticket_id = uuid5(NS_TICKET, email.message_id)
         attachments, notes = await self._attachments(email, ticket_id)
@@ -240,10 +274,11 @@ class InboundThreader:
             notes.insert(0, f"follow-up to the closed ticket [#{short_id(follows.ticket_id)}] {follows.ticket_id}")
             tags.append(f"follows:{follows.ticket_id}")
         subject = base_subject(email.subject)[:MAX_SUBJECT].strip() or "(no subject)"
+        brand = follows.brand if follows is not None else self._brand(email)
         body = TicketCreate(
             ticket_id=ticket_id,
-            player_id=None,
-            brand=follows.brand if follows is not None else self._brand(email),
+            player_id=await self._player_of(email, ticket_id, brand, follows),
+            brand=brand,
             channel="email",
             category=follows.category if follows is not None else DEFAULT_CATEGORY,
             subject=subject,

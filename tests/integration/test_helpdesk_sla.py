@@ -201,6 +201,28 @@ async def test_recorded_events_give_the_status_and_a_retry_changes_nothing(desk:
     assert statuses[ticket.ticket_id] == later
 
 
+async def test_a_new_ticket_clock_is_read_from_its_events_until_its_first_change(desk: Desk) -> None:
+    t0 = datetime.now(UTC)
+    body = TicketCreate(ticket_id=uuid.uuid4(), player_id=uuid.uuid4(), brand=BRAND, channel="web",
+                        category="general", priority="P3", subject="Where is my withdrawal?", body="Hello")
+    ticket, events = apply(None, CreateTicket(body), t0)
+    message = message_of(events)
+    assert message is not None
+    await desk.store.create(ticket, message)
+    await desk.clocks.start(ticket, sla_events(events))
+    assert await desk.clocks.load(ticket.ticket_id) is None  # no clock row: the fast path wrote none
+    status = await desk.clocks.status(ticket, t0 + 3 * MIN)
+    assert status is not None and status.first_response is not None
+    assert status.first_response.state == "warning"
+    opened = [c for c in await desk.clocks.open_subjects(frozenset({BRAND})) if c.ticket_id == ticket.ticket_id]
+    assert len(opened) == 1 and opened[0].version == 0 and opened[0].clock.state == "running"
+    answered = await desk.say(ticket, "agent", t0 + 3 * MIN)  # the first change writes the row
+    stored = await desk.clocks.load(ticket.ticket_id)
+    assert stored is not None and stored.version == 1 and stored.ticket_version == answered.version
+    later = await desk.clocks.status(answered, t0 + 10 * MIN)
+    assert later is not None and later.first_response is not None and later.first_response.state == "met"
+
+
 async def test_events_recorded_in_either_order_give_the_same_clock(desk: Desk) -> None:
     t0 = datetime.now(UTC)
     ticket = await desk.create(t0)
