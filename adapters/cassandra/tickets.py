@@ -113,6 +113,8 @@ class TicketStore:
                    "updated_at = ?, first_responded_at = ?, solved_at = ?, closed_at = ?")
         self._update = p(f"UPDATE tickets SET {mutable} WHERE ticket_id = ? IF version = ?")
         self._update_msg = p(f"UPDATE tickets SET {mutable}, messages[?] = ? WHERE ticket_id = ? IF version = ?")
+        self._update_msgs = p(f"UPDATE tickets SET {mutable}, messages = messages + ? WHERE ticket_id = ? "
+                              "IF version = ?")
         self._link = p("UPDATE tickets SET player_id = ?, version = ?, updated_at = ? WHERE ticket_id = ? "
                        "IF version = ?")
         self._insert_message = p(
@@ -236,6 +238,19 @@ class TicketStore:
             writes.append(self._message_line(after, message))
         await self._write(writes, "index")
 
+    async def add_messages(self, before: Ticket, after: Ticket, messages: Sequence[MessagePublic]) -> None:
+        """Commit several messages added by successive `domain.tickets.apply` calls from `before` to
+        `after` in one compare-and-set (a chat transcript's lines): one Paxos round, not one a line."""
+        if after.version == before.version or not messages:
+            return
+        await abatch(self.session, [self._message_row(m) for m in messages], op="tickets_message",
+                     limit=self._limit)
+        await self._commit(self._update_msgs, before, after, ({m.message_id: m.created_at for m in messages},))
+        writes = self._index_writes(before, after)
+        if after.player_id is not None:
+            writes.extend(self._message_line(after, m) for m in messages)
+        await self._write(writes, "index")
+
     async def link_player(self, before: Ticket, after: Ticket) -> None:
         """Commit a link decided by `domain.player_links.link_player` (Conflict when `before` is stale),
         then write the player's indexes for the ticket (`index_player`)."""
@@ -270,8 +285,11 @@ class TicketStore:
                            f"{before.version}): reload it", field="version")
 
     async def _put_message(self, m: MessagePublic) -> None:
-        await self._run(self._insert_message, (m.ticket_id, m.created_at, m.message_id, m.author_kind, m.author_id,
-                                               m.visibility, m.body, list(m.attachments)), "message")
+        await self._run(*self._message_row(m), "message")
+
+    def _message_row(self, m: MessagePublic) -> _Write:
+        return self._insert_message, (m.ticket_id, m.created_at, m.message_id, m.author_kind, m.author_id,
+                                      m.visibility, m.body, list(m.attachments))
 
     async def _write(self, writes: Sequence[_Write], op: str) -> None:
         await abatch(self.session, writes, op=f"tickets_{op}", limit=self._limit)

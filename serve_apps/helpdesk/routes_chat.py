@@ -62,7 +62,7 @@ _COPIED_SECONDS = 7 * 24 * 3600
 _SESSION_RECHECK = 30.0  # seconds between checks that an agent's session is still valid
 _TICKET_RECHECK = 5.0  # seconds a socket trusts the ticket status it read
 _QUEUE = 1000
-_COPY_DELAY = 1.0  # seconds a chat's new lines wait to be copied into its ticket together
+_COPY_DELAY = 5.0  # seconds a chat's new lines wait to be copied into its ticket together
 _COPY_CONCURRENCY = 4  # chats a replica copies into tickets at once
 CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN = 4401, 4403
 
@@ -121,8 +121,9 @@ class TranscriptCopier:
         try:
             backoff = 0.2
             while ticket_id in self._dirty:
-                # Wait a little so one copy takes a burst of lines, then copy under the replica-wide
-                # bound: copying (an LWT per line) must never starve the sockets' delivery.
+                # Wait so that one copy takes a chat's lines of several seconds (one ticket commit
+                # for all), then copy under the replica-wide bound: copying must never starve the
+                # sockets' delivery. The lines themselves are durable in chat_lines already.
                 await asyncio.sleep(_COPY_DELAY)
                 self._dirty.discard(ticket_id)
                 try:
@@ -150,13 +151,18 @@ class TranscriptCopier:
             if not lines:
                 return True
             ticket = await self.rt.hd.tickets.get(ticket_id)
+            items: list[tuple[MessageCreate, Actor, datetime]] = []
+            last = done
             for line in lines:
                 if line.message_id not in ticket.messages:
                     actor = self._actor(ticket, line)
                     if actor is None:
                         break
-                    await self._add(ticket_id, line, actor)
-                done = line.seq
+                    items.append((MessageCreate(message_id=line.message_id, body=line.body,
+                                                author_kind=line.author_kind), actor, line.created_at))
+                last = line.seq
+            await self._add(ticket_id, items)
+            done = last
         finally:
             if done != start:
                 await hub.set_json(marker, done, _COPIED_SECONDS)
@@ -169,11 +175,13 @@ class TranscriptCopier:
             return Actor.agent(op) if op is not None else None
         return Actor("player", str(t.player_id), None, brand=t.brand)
 
-    async def _add(self, ticket_id: UUID, line: ChatLine, actor: Actor) -> None:
-        body = MessageCreate(message_id=line.message_id, body=line.body, author_kind=line.author_kind)
+    async def _add(self, ticket_id: UUID, items: list[tuple[MessageCreate, Actor, datetime]]) -> None:
+        if not items:
+            return
         for attempt in range(8):
             try:
-                await self.rt.hd.add_message(ticket_id, body, actor)
+                # All the lines in one ticket commit, each at the time it was said (SLA clocks).
+                await self.rt.hd.add_messages(ticket_id, items)
                 return
             except Conflict as exc:
                 # Another change to the ticket won its version race: read it again and retry.
@@ -376,6 +384,8 @@ class Conn:
                     await self.send(frame)
             elif kind == "chat":
                 await self.on_chat(frame)
+            elif kind == "moved" and self.role == "agent":
+                await self.send(frame)  # reassigned (serve_apps/helpdesk/chat_moves.py); players never see it
 
     async def on_chat(self, frame: dict[str, Any]) -> None:
         """A chat newly assigned to this agent (agent sockets only)."""

@@ -56,6 +56,7 @@ from domain.sla import SlaStatus
 from domain.tickets import Ticket
 from schemas.events import PitbossEvent
 from schemas.helpdesk_routing import AgentPublic, PresenceUpdate, RoutingConfig
+from schemas.helpdesk_sla import SlaEvent
 from schemas.operators import OperatorPublic
 from schemas.tickets import (
     STATUSES,
@@ -358,8 +359,12 @@ class HelpDesk:
                             strict: bool, created: bool = False) -> None:
         """Loads, SLA clocks, the bus. `strict`: a failure answers 503 (the caller's retry redoes it).
         `created`: this call created `after`, so no other writer has recorded its clock yet."""
-        jobs = [self.routes.index(before, after), self._publish(self._bus_events(after, events))]
-        sla = rules.sla_events(events)
+        await self._follow_up(before, after, self._bus_events(after, events), rules.sla_events(events), strict,
+                              created)
+
+    async def _follow_up(self, before: Ticket | None, after: Ticket, bus: Sequence[PitbossEvent],
+                         sla: Sequence[SlaEvent], strict: bool, created: bool = False) -> None:
+        jobs = [self.routes.index(before, after), self._publish(bus)]
         if self.sla is not None and sla:
             jobs.append(self.sla.start(after, sla) if created else self.sla.record(after, sla))
         try:
@@ -474,6 +479,43 @@ class HelpDesk:
                           after={"status": after.status, "message_id": str(message.message_id),
                                  "visibility": message.visibility})
         return message
+
+    async def add_messages(self, ticket_id: UUID, items: Sequence[tuple[MessageCreate, Actor, datetime]]) -> int:
+        """Public messages in one commit (a chat's lines copied into its ticket), each as
+        `add_message` would add it (the actor's access, its SLA events at its own time, its event
+        and audit record) but with one compare-and-set for all: a Paxos round per chat line would
+        cost the cluster more than the chat itself. Lines already in the ticket are skipped; the
+        count of those added. Conflict (field version) when another change won the race."""
+        before = await self.tickets.get(ticket_id)
+        checked: set[tuple[str, str]] = set()
+        current = before
+        steps: list[tuple[Ticket, Ticket, Sequence[rules.Event], Actor, MessagePublic]] = []
+        for body, actor, at in items:
+            if body.attachments:
+                raise InvalidInput("a copied line carries no attachments", field="attachments")
+            try:
+                if (actor.kind, actor.id) not in checked:
+                    await self._may(before, actor, "ticket.write")
+                    checked.add((actor.kind, actor.id))
+                after, events = rules.apply(current, rules.AddMessage(body, self._author(current, body, actor)), at)
+            except PitbossError as exc:
+                await self._audit_failure(actor, "ticket.message", str(ticket_id), before.brand, exc)
+                raise
+            message = rules.message_of(events)
+            if message is not None:
+                steps.append((current, after, events, actor, message))
+                current = after
+        if not steps:
+            return 0
+        await self.tickets.add_messages(before, current, [m for *_, m in steps])
+        await self._follow_up(before, current, [b for _, t, ev, _, _ in steps for b in self._bus_events(t, ev)],
+                              [e for _, _, ev, _, _ in steps for e in rules.sla_events(ev)], strict=True)
+        await asyncio.gather(*(
+            self._audit(actor, "ticket.reply", t, before={"status": prev.status},
+                        after={"status": t.status, "message_id": str(m.message_id), "visibility": m.visibility})
+            for prev, t, _, actor, m in steps if actor.operator is not None
+        ))
+        return len(steps)
 
     async def update_ticket(self, ticket_id: UUID, body: TicketUpdate, actor: Actor) -> TicketPublic:
         """Status, priority, category, team, assignee, tags; a stale `version` is refused (409)."""
