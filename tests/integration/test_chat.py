@@ -160,6 +160,10 @@ async def test_a_player_and_an_agent_chat_with_typing_and_the_transcript_is_in_t
     ticket = await tickets.get(UUID(tid))
     assert ticket.channel == "chat" and ticket.player_id == UUID(player_id)
     assert ticket.status == "open" and ticket.first_responded_at is not None  # the agent's line was a response
+    # Copied later, in one commit, yet each line is in the ticket at the time it was said.
+    said = {x.message_id: x.created_at for x in stored}
+    assert [m.created_at for m in messages[1:]] == [said[m.message_id] for m in messages[1:]]
+    assert ticket.first_responded_at == said[stored[2].message_id]
 
 
 async def test_a_session_retry_names_the_same_chat_and_another_players_chat_id_is_refused() -> None:
