@@ -31,6 +31,7 @@ from benchmarks import (
     churn,
     ingest,
     kb,
+    kpis,
     memory,
     policy,
     recovery,
@@ -44,7 +45,7 @@ from benchmarks.common import Report, Target, offline
 
 NAMES = (
     "ingest", "authorize", "memory", "recovery", "policy", "audit", "sla", "kb", "churn", "segments", "chat", "tickets",
-    "segment_rebuild", "segment_latency",
+    "segment_rebuild", "segment_latency", "kpis",
 )
 
 
@@ -123,6 +124,7 @@ def jobs(args: argparse.Namespace, target: Target) -> dict[str, Callable[[], Awa
         "segment_latency": lambda: segment_latency.run(target, segment_latency.LatencyOptions(players=players(200))),
         "chat": lambda: chat.run(target, chat.ChatOptions(chats=players(200))),
         "tickets": lambda: tickets.run(target, tickets.TicketsOptions(players=players(100))),
+        "kpis": lambda: kpis.run(target, kpis.KpisOptions(players=players(100))),
     }
 
 

@@ -53,15 +53,16 @@ def _base(target: Target) -> str:
     return target.api_url.split("/platform/v1")[0]
 
 
-async def _agent_cookie(base: str, settings: Settings) -> tuple[str, str]:
-    """A fresh support agent logged in over HTTP (password, TOTP enrolment, own password): (cookie, id)."""
+async def _agent_cookie(base: str, settings: Settings, roles: Sequence[str] = ("support_agent",)) -> tuple[str, str]:
+    """A fresh operator (a support agent unless `roles` says otherwise) logged in over HTTP (password,
+    TOTP enrolment, own password): (cookie, id)."""
     cluster, session = cassandra(settings, settings.cassandra_keyspace)
     redis = aioredis.from_url(settings.redis_url)
     try:
         identity = IdentityService(settings, session, redis)
         name = f"bench-chat-{uuid.uuid4().hex[:8]}"
         op, password = await identity.create_operator(OperatorCreate(
-            username=name, display_name=name, email=f"{name}@ops.example.test", roles=["support_agent"],
+            username=name, display_name=name, email=f"{name}@ops.example.test", roles=list(roles),
             brands=["*"], jurisdictions=["*"]))
     finally:
         await redis.aclose()

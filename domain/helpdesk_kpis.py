@@ -24,10 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from domain.errors import InvalidInput
+from domain.sla import SlaStatus
+from domain.tickets import Ticket
 
 ACTIVE = frozenset({"new", "open", "pending", "on_hold"})
 UNASSIGNED = "unassigned"
@@ -177,3 +179,33 @@ def report(period: Sequence[TicketFact], active: Sequence[TicketFact], start: da
         by_agent={k: figures(agents_p.get(k, []), agents_a.get(k, []), now)
                   for k in sorted(agents_p.keys() | agents_a)},
     )
+
+
+def fact_of(ticket: Ticket, sla_breached: bool | None) -> TicketFact:
+    """What the KPIs need of a ticket as it is now (the fact table's row, `schemas/cql/016`)."""
+    t = ticket
+    return TicketFact(
+        ticket_id=t.ticket_id, brand=t.brand, channel=t.channel, status=t.status, created_at=t.created_at,
+        team=t.team, assignee=t.assignee, first_responded_at=t.first_responded_at, solved_at=t.solved_at,
+        sla_breached=sla_breached,
+    )
+
+
+def day_of(at: datetime) -> str:
+    """The UTC day ("YYYY-MM-DD") a ticket created at `at` is counted under."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def days_of(start: datetime, end: datetime) -> list[str]:
+    """The UTC days that [start, end) touches, oldest first."""
+    check_period(start, end)
+    first = start.astimezone(UTC).date()
+    last = (end.astimezone(UTC) - timedelta(microseconds=1)).date()
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def sla_breached(status: SlaStatus | None) -> bool | None:
+    """Whether any target of a ticket's SLA status has breached; None when it has no SLA status."""
+    if status is None:
+        return None
+    return any(t.state == "breached" or t.breached_at is not None for t in status.targets())

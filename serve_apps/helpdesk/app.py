@@ -7,6 +7,8 @@ Bound at the bottom by `build_app`, deployed from the Serve config in `cluster/s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Annotated
 
 from fastapi import FastAPI
@@ -14,6 +16,8 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve import Application
 
+from adapters.bus_consumer import QueueConsumer
+from adapters.cassandra.chat import ChatStore
 from adapters.settings import get_settings
 from serve_apps import problems
 from serve_apps.backoffice import deps
@@ -21,6 +25,9 @@ from serve_apps.backoffice.deps import BO, Public
 from serve_apps.backoffice.health import health_answer
 from serve_apps.backoffice.runtime import BackOffice
 from serve_apps.helpdesk import routes_chat, routes_kb, routes_kpis, routes_phone, routes_templates, routes_tickets
+from serve_apps.helpdesk.chat_moves import ChatMoveConsumer
+from serve_apps.helpdesk.kpi_facts import KpiFactConsumer
+from serve_apps.helpdesk.service import helpdesk
 from serve_apps.middleware import PitbossMiddleware
 
 app = FastAPI(
@@ -50,6 +57,29 @@ class HelpdeskAPI:
         self.backoffice = BackOffice(get_settings())
         await self.backoffice.start()
         deps.bind(self.backoffice)
+        # Background consumers of the ticket events, on shared queues (every replica competes):
+        # the KPI fact writer and the chat consoles' reassignment notices.
+        bo = self.backoffice
+        hd = await helpdesk()
+        self.consumers: list[QueueConsumer] = [
+            ChatMoveConsumer(bo.settings, hd.tickets, await asyncio.to_thread(ChatStore, bo.session), bo.redis)]
+        if bo.settings.helpdesk_kpi_consumer:
+            self.consumers.append(KpiFactConsumer(bo.settings, await routes_kpis.kpi_facts(bo)))
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(c.run(), name=f"consumer-{c.label}") for c in self.consumers]
+
+    async def check_health(self) -> None:
+        for task, consumer in zip(self.tasks, self.consumers, strict=True):
+            if task.done():
+                raise RuntimeError(f"the {consumer.label} consumer stopped")
+
+    async def __del__(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for consumer in self.consumers:
+            await consumer.stop()
 
 
 def build_app(args: dict[str, str]) -> Application:

@@ -8,7 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const chats = new Map(); // ticket_id -> {summary, lines: Map(seq -> line), unread}
   const outbox = new Map(); // client_id -> frame, until acked
-  let current = null, ws = null, delay = 1000, lastTyping = 0, typingTimer = null;
+  let current = null, ws = null, delay = 1000, lastTyping = 0, typingTimer = null, me = null;
 
   function lastSeq(chat) { let m = 0; for (const s of chat.lines.keys()) m = Math.max(m, s); return m; }
   function send(frame) { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame)); }
@@ -22,8 +22,9 @@
       const a = document.createElement("a");
       a.href = "#" + id;
       a.dataset.ticket = id;
-      a.textContent = (chat.summary.subject || "Chat") + " · " + (chat.summary.status || "") + (chat.unread ? " (" + chat.unread + " new)" : "");
-      if (id === current) a.className = "active";
+      a.textContent = (chat.summary.subject || "Chat") + " · " + (chat.summary.status || "") + (chat.unread ? " (" + chat.unread + " new)" : "") + (chat.moved ? " · moved to another agent" : "");
+      a.className = (id === current ? "active" : "") + (chat.moved ? " moved" : "");
+      if (chat.moved) a.dataset.moved = "true";
       a.addEventListener("click", (ev) => { ev.preventDefault(); select(id); });
       li.appendChild(a);
       list.appendChild(li);
@@ -35,7 +36,9 @@
     box.replaceChildren();
     const chat = current && chats.get(current);
     $("chat-title").textContent = chat ? (chat.summary.subject || "Chat") + " — " + current : "No chat selected";
-    $("chat-body").disabled = $("chat-send").disabled = !chat;
+    // A chat reassigned to someone else is shown read-only: its new agent answers it.
+    $("chat-body").disabled = $("chat-send").disabled = !chat || !!chat.moved;
+    if (chat && chat.moved) $("chat-title").textContent += " (moved to another agent)";
     if (!chat) return;
     const lines = [...chat.lines.values()].sort((a, b) => a.seq - b.seq);
     for (const [, f] of outbox) if (f.ticket_id === current) lines.push({ seq: null, author_kind: "agent", body: f.body, pending: true });
@@ -64,7 +67,11 @@
   function addChat(summary, join) {
     const id = summary.ticket_id;
     const known = chats.get(id);
-    if (known) { known.summary = Object.assign(known.summary, summary); renderList(); return; }
+    if (known) {
+      known.summary = Object.assign(known.summary, summary);
+      if (summary.assignee && summary.assignee === me && known.moved) { known.moved = false; if (join) send({ type: "join", ticket_id: id, after: lastSeq(known) }); }
+      renderList(); if (id === current) renderTranscript(); return;
+    }
     chats.set(id, { summary: summary, lines: new Map(), unread: 0 });
     if (join) send({ type: "join", ticket_id: id, after: 0 });
     if (!current) select(id); else renderList();
@@ -74,12 +81,23 @@
     if (f.type === "ready") {
       $("chat-state").textContent = "connected";
       showError("");
+      me = f.operator_id;
       for (const c of f.chats) addChat(c, false);
       // Every chat of this page, also those opened before a reconnect: replay what it has not seen.
       for (const [id, chat] of chats) send({ type: "join", ticket_id: id, after: lastSeq(chat) });
       for (const [, frame] of outbox) send(frame);
     } else if (f.type === "chat") {
       addChat(f, true);
+    } else if (f.type === "moved") {
+      // The chat was reassigned: the new agent gets a "chat" frame; any other console marks it moved.
+      const chat = chats.get(f.ticket_id);
+      if (!chat) return;
+      // Only a chat that was this agent's becomes read-only (a supervisor who joined keeps answering).
+      if (chat.summary.assignee === me && f.assignee !== me) chat.moved = true;
+      else if (f.assignee === me) chat.moved = false;
+      chat.summary.assignee = f.assignee;
+      renderList();
+      if (f.ticket_id === current) renderTranscript();
     } else if (f.type === "message") {
       const chat = chats.get(f.ticket_id);
       if (!chat || chat.lines.has(f.seq)) return;
