@@ -386,8 +386,6 @@ class Conn:
                 await self.on_chat(frame)
             elif kind == "moved" and self.role == "agent":
                 await self.send(frame)  # reassigned (serve_apps/helpdesk/chat_moves.py); players never see it
-            elif kind == "moved" and self.role == "agent":
-                await self.send(frame)  # reassigned (serve_apps/helpdesk/chat_moves.py); players never see it
 
     async def on_chat(self, frame: dict[str, Any]) -> None:
         """A chat newly assigned to this agent (agent sockets only)."""
