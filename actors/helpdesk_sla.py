@@ -37,6 +37,7 @@ import os
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,6 +45,7 @@ import ray
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from actors.router import detached, pitboss_env
+from adapters.cassandra.helpdesk_routing import HelpdeskRoutingStore
 from adapters.cassandra.session import connect
 from adapters.cassandra.sla_clocks import Fired, OpenClock, SlaClocks, SolvedTicket
 from adapters.cassandra.tickets import TicketStore
@@ -53,7 +55,9 @@ from adapters.sla_config import load_sla_policies
 from domain import sla
 from domain.errors import Conflict, NotFound
 from domain.sla import DueEvent, SlaSubject
+from domain.ticket_bus import NO_PLAYER, bus_events
 from domain.tickets import CloseSolved, Ticket, UpdateTicket, due_to_close, sla_events
+from domain.tickets import Event as TicketCommandEvent
 from domain.tickets import apply as apply_ticket
 from schemas.audit import AuditRecord
 from schemas.events import PitbossEvent
@@ -67,7 +71,6 @@ ACTOR_NAME = "SLA scheduler"
 WARNING_EVENT = "ticket.sla_warning"
 BREACH_EVENT = "ticket.sla_breached"
 BREACH_TAG = "sla-breached"
-NO_PLAYER = uuid.UUID(int=0)  # the bus envelope names a player; an unknown email sender has none yet
 AUTOCLOSE_EVERY = 60.0  # seconds between two auto-close passes of the loop
 AUTOCLOSE_LOOKBACK_DAYS = 30  # solve days read before the first due one (a scheduler down this long misses some)
 UPDATE_ATTEMPTS = 4
@@ -139,6 +142,7 @@ class SlaScheduler:
         self.brands = frozenset(brands) if brands else None
         self.clocks: SlaClocks | None = None
         self.store: TicketStore | None = None
+        self.routes: HelpdeskRoutingStore | None = None
         self.publisher = EventPublisher(self.settings)
         self._redis: Any = None
         self._audit: Any = None
@@ -162,6 +166,7 @@ class SlaScheduler:
                 cluster, session = await loop.run_in_executor(None, lambda: connect(s, s.cassandra_keyspace))
                 self._cluster = cluster
                 self.store = await loop.run_in_executor(None, TicketStore, session)
+                self.routes = await loop.run_in_executor(None, HelpdeskRoutingStore, session)
                 self.clocks = await loop.run_in_executor(None, SlaClocks, session, self.policies)
 
     def _redis_client(self) -> Any:
@@ -359,7 +364,7 @@ class SlaScheduler:
                 except Conflict:  # an agent changed it meanwhile: decide again on the new version
                     ticket = await self.store.get(ticket.ticket_id)
                     continue
-                await self.clocks.record(after, sla_events(events))
+                await self._follow_up(ticket, after, events)
             await self._audit_append(
                 event_uuid(fired.event_id + ":escalate"), "ticket.sla_escalate", after,
                 before={"team": ticket.team, "assignee": ticket.assignee, "tags": list(ticket.tags)},
@@ -371,6 +376,13 @@ class SlaScheduler:
             return True
         ESCALATIONS.labels("conflict").inc()
         return False
+
+    async def _follow_up(self, before: Ticket, after: Ticket, events: Sequence[TicketCommandEvent]) -> None:
+        """What the help desk does after its own commits: the clock, the agents' loads and the bus
+        (an escalation or an auto-close is announced like an agent's change, with the same ids)."""
+        assert self.clocks is not None and self.routes is not None
+        await asyncio.gather(self.clocks.record(after, sla_events(events)), self.routes.index(before, after),
+                             *(self.publisher.publish(e) for e in bus_events(after, events)))
 
     async def _audit_append(self, record_id: uuid.UUID, action: str, ticket: Ticket, *, before: dict[str, Any],
                             after_data: dict[str, Any], reason: str) -> None:
@@ -420,7 +432,7 @@ class SlaScheduler:
                 await self.store.update(ticket, after)
             except Conflict:
                 continue  # changed meanwhile (reopened, or another closer): look again
-            await self.clocks.record(after, sla_events(events))
+            await self._follow_up(ticket, after, events)
             await self._audit_append(
                 event_uuid(f"{ticket.ticket_id}:{after.version}:auto-close"), "ticket.auto_close", after,
                 before={"status": ticket.status, "solved_at": ticket.solved_at},

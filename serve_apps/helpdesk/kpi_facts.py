@@ -2,8 +2,8 @@
 
 - `KpiFactConsumer`: each help-desk replica consumes the ticket events (`ticket.created`,
   `ticket.status_changed`, `ticket.assigned`, agents' public `ticket.message_added`,
-  `ticket.sla_breached`, re-read twice in the next seconds to catch the escalation's team change,
-  which has no event of its own) from the shared durable queue `PITBOSS_HELPDESK_KPI_QUEUE` (competing
+  `ticket.sla_breached`; the escalation that follows a breach is announced as `ticket.assigned`)
+  from the shared durable queue `PITBOSS_HELPDESK_KPI_QUEUE` (competing
   consumers; dead letters in `<queue>.dlq`) and rewrites the ticket's whole fact row from its
   `tickets` row and SLA clock as they are now. Never an increment: a redelivered, reordered or
   replayed event writes the same row again, and the newest read wins (`USING TIMESTAMP`).
@@ -45,9 +45,6 @@ ROUTING_KEYS = ("ticket.created", "ticket.status_changed", "ticket.assigned", "t
                 "ticket.sla_breached")
 PREFETCH = 32
 BACKFILL_CONCURRENCY = 2  # days rebuilt at once by one report
-# The SLA scheduler announces a breach, then escalates (team change) without a ticket event of its
-# own: a breach's fact is written again after these pauses to catch the new team.
-BREACH_REREAD_SECONDS = (2.0, 8.0)
 FACTS = Counter("pitboss_helpdesk_kpi_facts_total", "Ticket events applied to the KPI fact table by outcome",
                 ["outcome"])
 BACKFILLED = Counter("pitboss_helpdesk_kpi_backfilled_days_total", "KPI fact days rebuilt from the ticket queue")
@@ -160,12 +157,7 @@ class KpiFactConsumer(QueueConsumer):
         if raw.get("type") == "ticket.message_added" and (
                 payload.get("author_kind") != "agent" or payload.get("visibility") != "public"):
             return "skipped"  # only an agent's public reply changes a fact (the first response)
-        outcome = await self.facts.refresh(ticket_id)
-        if raw.get("type") == "ticket.sla_breached":
-            for pause in BREACH_REREAD_SECONDS:
-                await asyncio.sleep(pause)
-                outcome = await self.facts.refresh(ticket_id)
-        return outcome
+        return await self.facts.refresh(ticket_id)
 
 
 # ---------------------------------------------------------------------------- the backfill command

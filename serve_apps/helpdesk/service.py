@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, is_dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, cast
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from cachetools import TTLCache
 from fastapi import Depends
@@ -53,6 +53,7 @@ from domain import tickets as rules
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, PitbossError, Unavailable
 from domain.policy import ALL, Resource, Subject
 from domain.sla import SlaStatus
+from domain.ticket_bus import bus_events
 from domain.tickets import Ticket
 from schemas.events import PitbossEvent
 from schemas.helpdesk_routing import AgentPublic, PresenceUpdate, RoutingConfig
@@ -76,13 +77,6 @@ from serve_apps.backoffice.runtime import BackOffice
 
 log = logging.getLogger("pitboss.helpdesk")
 
-TICKET_CREATED = "ticket.created"
-TICKET_MESSAGE_ADDED = "ticket.message_added"
-TICKET_STATUS_CHANGED = "ticket.status_changed"
-TICKET_ASSIGNED = "ticket.assigned"
-EVENT_TYPES = (TICKET_CREATED, TICKET_MESSAGE_ADDED, TICKET_STATUS_CHANGED, TICKET_ASSIGNED)
-_EVENTS = UUID("0b5e3c52-7d0e-4f6c-a8f5-3c1f2d9e6a41")  # namespace of ticket event ids
-NO_PLAYER = UUID(int=0)
 DEFAULT_ROUTING = "helpdesk/routing.yaml"  # inside the `cluster` package
 ACTIVE_STATUSES: tuple[Status, ...] = ("new", "open", "pending", "on_hold")
 
@@ -186,10 +180,6 @@ def load_routing(settings: Settings) -> RoutingConfig:
 def now_ms() -> datetime:
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def _event_id(*parts: object) -> UUID:
-    return uuid5(_EVENTS, ":".join(str(p) for p in parts))
 
 
 def _dump(t: Ticket) -> dict[str, Any]:
@@ -318,48 +308,11 @@ class HelpDesk:
         if events:
             await asyncio.gather(*(self.bo.bus.publish(e) for e in events))
 
-    def _envelope(self, t: Ticket, type_: str, event_id: UUID, at: datetime, payload: dict[str, Any]) -> PitbossEvent:
-        return PitbossEvent(event_id=event_id, type=type_, occurred_at=at, player_id=t.player_id or NO_PLAYER,
-                            brand=t.brand, payload={"ticket_id": str(t.ticket_id), "brand": t.brand,
-                                                    "player_id": str(t.player_id) if t.player_id else None, **payload})
-
-    def _created_event(self, t: Ticket) -> PitbossEvent:
-        return self._envelope(t, TICKET_CREATED, _event_id(t.ticket_id, "created"), t.created_at, {
-            "channel": t.channel, "category": t.category, "priority": t.priority, "status": t.status,
-            "team": t.team, "assignee": t.assignee, "subject": t.subject, "language": t.language,
-            "sender_email": t.sender_email, "message_id": str(rules.first_message_id(t.ticket_id)),
-        })
-
-    def _message_event(self, t: Ticket, m: MessagePublic) -> PitbossEvent:
-        return self._envelope(t, TICKET_MESSAGE_ADDED, _event_id("message", m.message_id), m.created_at, {
-            "message_id": str(m.message_id), "channel": t.channel, "visibility": m.visibility,
-            "author_kind": m.author_kind, "author_id": m.author_id,
-        })
-
-    def _bus_events(self, after: Ticket, events: Sequence[rules.Event]) -> list[PitbossEvent]:
-        out: list[PitbossEvent] = []
-        for e in events:
-            if isinstance(e, rules.TicketCreated):
-                # The first message travels in ticket.created (its id in the payload): one publish, not two.
-                out.append(self._created_event(after))
-            elif isinstance(e, rules.MessageAdded):
-                out.append(self._message_event(after, e.message))
-            elif isinstance(e, rules.StatusChanged):
-                out.append(self._envelope(after, TICKET_STATUS_CHANGED, _event_id(after.ticket_id, after.version,
-                                                                                  "status"), e.at,
-                                          {"old": e.old, "new": e.new, "version": after.version, "actor": e.actor}))
-            elif isinstance(e, rules.Assigned):
-                out.append(self._envelope(after, TICKET_ASSIGNED, _event_id(after.ticket_id, after.version,
-                                                                            "assigned"), e.at,
-                                          {"team": e.team, "assignee": e.assignee, "version": after.version,
-                                           "actor": e.actor}))
-        return out
-
     async def _after_commit(self, before: Ticket | None, after: Ticket, events: Sequence[rules.Event],
                             strict: bool, created: bool = False) -> None:
         """Loads, SLA clocks, the bus. `strict`: a failure answers 503 (the caller's retry redoes it).
         `created`: this call created `after`, so no other writer has recorded its clock yet."""
-        await self._follow_up(before, after, self._bus_events(after, events), rules.sla_events(events), strict,
+        await self._follow_up(before, after, bus_events(after, events), rules.sla_events(events), strict,
                               created)
 
     async def _follow_up(self, before: Ticket | None, after: Ticket, bus: Sequence[PitbossEvent],
@@ -508,7 +461,7 @@ class HelpDesk:
         if not steps:
             return 0
         await self.tickets.add_messages(before, current, [m for *_, m in steps])
-        await self._follow_up(before, current, [b for _, t, ev, _, _ in steps for b in self._bus_events(t, ev)],
+        await self._follow_up(before, current, [b for _, t, ev, _, _ in steps for b in bus_events(t, ev)],
                               [e for _, _, ev, _, _ in steps for e in rules.sla_events(ev)], strict=True)
         await asyncio.gather(*(
             self._audit(actor, "ticket.reply", t, before={"status": prev.status},

@@ -108,12 +108,12 @@ def scheduler(settings: Settings, policy_file: Path) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 async def bus(settings: Settings) -> AsyncIterator[aio_pika.abc.AbstractQueue]:
-    """A temporary queue bound to the SLA events."""
+    """A temporary queue bound to the SLA events and the ticket assignments (escalations)."""
     conn = await aio_pika.connect_robust(settings.rabbitmq_url)
     channel = await conn.channel()
     exchange = await channel.declare_exchange(settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    for key in (WARNING_EVENT, BREACH_EVENT):
+    for key in (WARNING_EVENT, BREACH_EVENT, "ticket.assigned"):
         await queue.bind(exchange, routing_key=key)
     yield queue
     await conn.close()
@@ -135,7 +135,8 @@ async def drain(queue: aio_pika.abc.AbstractQueue, seconds: float = 3.0) -> list
 
 
 def of(events: list[dict[str, Any]], ticket: Ticket) -> list[tuple[str, str]]:
-    mine = [e for e in events if e["payload"]["ticket_id"] == str(ticket.ticket_id)]
+    mine = [e for e in events if e["payload"]["ticket_id"] == str(ticket.ticket_id)
+            and e["type"] in (WARNING_EVENT, BREACH_EVENT)]
     return sorted((e["type"], e["payload"]["target"]) for e in mine)
 
 
@@ -281,6 +282,8 @@ async def test_a_missed_first_response_warns_once_and_breaches_once_across_a_res
 
     escalated = await desk.store.get(ticket.ticket_id)
     assert escalated.team == "supervisors"
+    moved = [e for e in events if e["type"] == "ticket.assigned" and e["payload"]["ticket_id"] == str(ticket.ticket_id)]
+    assert [(e["payload"]["team"], e["payload"]["version"]) for e in moved] == [("supervisors", escalated.version)]
     assert BREACH_TAG in escalated.tags and "sla-first-response" in escalated.tags
     assert escalated.status == "new"  # nothing else changed: still awaiting its first answer
 
