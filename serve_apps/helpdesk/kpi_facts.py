@@ -27,6 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from cachetools import LRUCache
 from cassandra.cluster import Session
 from prometheus_client import Counter
 
@@ -77,14 +78,18 @@ class KpiFacts:
 
     async def refresh(self, ticket_id: UUID) -> str:
         """Rewrite one ticket's fact from its current row; the outcome ("written", "no_ticket")."""
+        return (await self.refresh_version(ticket_id))[0]
+
+    async def refresh_version(self, ticket_id: UUID) -> tuple[str, int]:
+        """`refresh`, and the ticket version the fact was written from (0 for no ticket)."""
         read_at = _micros()
         try:
             t = await self.tickets.get(ticket_id)
         except NotFound:
-            return "no_ticket"
+            return "no_ticket", 0
         breached = await self._breached([t], datetime.now(UTC))
         await self.store.put(kpis.fact_of(t, breached.get(t.ticket_id)), t.version, read_at)
-        return "written"
+        return "written", t.version
 
     async def backfill_day(self, brand: str, day: str, cap: int) -> int:
         """Rebuild one day's facts from the ticket queue and mark the day; the tickets written."""
@@ -146,6 +151,9 @@ class KpiFactConsumer(QueueConsumer):
     def __init__(self, settings: Settings, facts: KpiFacts) -> None:
         super().__init__(settings, settings.helpdesk_kpi_queue, ROUTING_KEYS, FACTS, prefetch=PREFETCH)
         self.facts = facts
+        # Ticket version each recent fact was written from: a new ticket announces itself twice
+        # (created, routed) and a burst of changes is read once at its newest version.
+        self.written: LRUCache[UUID, int] = LRUCache(maxsize=100_000)
 
     async def handle(self, raw: dict[str, Any]) -> str:
         inner = raw.get("payload")
@@ -157,7 +165,13 @@ class KpiFactConsumer(QueueConsumer):
         if raw.get("type") == "ticket.message_added" and (
                 payload.get("author_kind") != "agent" or payload.get("visibility") != "public"):
             return "skipped"  # only an agent's public reply changes a fact (the first response)
-        return await self.facts.refresh(ticket_id)
+        named = 1 if raw.get("type") == "ticket.created" else payload.get("version")
+        if isinstance(named, int) and self.written.get(ticket_id, 0) >= named:
+            return "skipped"  # this replica already wrote the fact from that version or a newer one
+        outcome, version = await self.facts.refresh_version(ticket_id)
+        if version:
+            self.written[ticket_id] = max(version, self.written.get(ticket_id, 0))
+        return outcome
 
 
 # ---------------------------------------------------------------------------- the backfill command
