@@ -190,6 +190,16 @@ class TicketStore:
     async def create(self, ticket: Ticket, message: MessagePublic) -> bool:
         """Store a new ticket with its first message. False when the id was taken (a retry): the
         stored ticket is kept and its indexes re-written (repairing a crash after the commit)."""
+        created = await self.commit_new(ticket, message)
+        if created:
+            await self.index_new(ticket, message)
+        else:
+            await self.index_existing(ticket.ticket_id, message)
+        return created
+
+    async def commit_new(self, ticket: Ticket, message: MessagePublic) -> bool:
+        """`create`'s commit alone: the first message, then the ticket row if its id is free (True).
+        The caller then writes the indexes (`index_new`, or `index_existing` when False)."""
         await self._put_message(message)
         t = ticket
         rows = await self._run(self._create, (
@@ -197,19 +207,25 @@ class TicketStore:
             t.team, t.assignee, list(t.tags), t.version, t.created_at, t.updated_at, t.first_responded_at,
             t.solved_at, t.closed_at, t.sender_email, dict(t.messages),
         ), "create")
-        created = applied(rows)
-        stored = t if created else await self.get(t.ticket_id)
-        first = message if created else None
-        if first is None and message.message_id in stored.messages:
-            first = message.model_copy(update={"created_at": stored.messages[message.message_id]})
-        # The indexes and the timeline are keyed by the committed ticket: independent upserts.
+        return applied(rows)
+
+    async def index_new(self, stored: Ticket, first: MessagePublic | None) -> None:
+        """The queue, player-list and timeline rows of a committed new ticket: upserts keyed by it."""
         writes = self._index_writes(None, stored)
         if stored.player_id is not None:
             writes.append(self._ticket_line(stored))
             if first is not None:
                 writes.append(self._message_line(stored, first))
         await self._write(writes, "index")
-        return created
+
+    async def index_existing(self, ticket_id: UUID, message: MessagePublic) -> Ticket:
+        """A create whose id was taken: the stored ticket, its indexes written again."""
+        stored = await self.get(ticket_id)
+        first = None
+        if message.message_id in stored.messages:
+            first = message.model_copy(update={"created_at": stored.messages[message.message_id]})
+        await self.index_new(stored, first)
+        return stored
 
     async def get(self, ticket_id: UUID) -> Ticket:
         rows = await self._run(self._get, (ticket_id,), "get")

@@ -362,23 +362,31 @@ class HelpDesk:
             ticket = replace(ticket, team=team, assignee=assignee)
             routed = rules.Assigned(ticket.ticket_id, ticket.created_at, "system:routing", team, assignee)
             events = (*events, routed)
-            created = await self.tickets.create(ticket, message)
+            created = await self.tickets.commit_new(ticket, message)
         except PitbossError as exc:
             await self._audit_failure(actor, "ticket.create", str(body.ticket_id), body.brand, exc)
             raise
         if not created:
-            stored = await self.tickets.get(body.ticket_id)
+            stored = await self.tickets.index_existing(body.ticket_id, message)
             if stored.brand != body.brand or stored.player_id != body.player_id:
                 raise Conflict(f"ticket {body.ticket_id} already exists with other details", field="ticket_id")
             # Finish what the first attempt may not have: the same events, the same SLA ids.
             _, replayed = rules.apply(None, rules.CreateTicket(body, author), stored.created_at)
             await self._after_commit(None, stored, replayed, strict=True)
             return stored.public(), False
+        # The indexes, the agent's presence, the loads, the clock and the bus: all keyed by the
+        # committed ticket, so one round of waiting after the commit.
+        jobs = [self.tickets.index_new(ticket, message),
+                self._after_commit(None, ticket, events, strict=True, created=True)]
         if assignee is not None:
-            await asyncio.gather(self.presence.assigned(assignee, ticket.created_at),
-                                 self._after_commit(None, ticket, events, strict=True, created=True))
-        else:
-            await self._after_commit(None, ticket, events, strict=True, created=True)
+            jobs.append(self.presence.assigned(assignee, ticket.created_at))
+        try:
+            await asyncio.gather(*jobs)
+        except PitbossError:
+            raise
+        except Exception as exc:  # the retry finds the ticket taken and redoes every follow-up
+            log.warning("ticket %s committed but its indexes failed: %s", ticket.ticket_id, exc, exc_info=True)
+            raise Unavailable("the ticket is stored but not yet fully processed: retry the same request") from exc
         await self._audit(actor, "ticket.create", ticket, after=_dump(ticket))
         return ticket.public(), True
 
