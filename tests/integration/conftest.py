@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from cassandra.cluster import Session
 
+from adapters.cassandra.session import connect
 from adapters.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,6 +48,14 @@ def stack() -> Iterator[Settings]:
     else:
         pytest.fail(f"the platform API is not healthy: {last}")
     yield Settings()
+
+
+@pytest.fixture(scope="module")
+def db(stack: Settings) -> Iterator[Session]:
+    """A Cassandra session on the stack's keyspace, for tests that look at what was stored."""
+    cluster, session = connect(stack, stack.cassandra_keyspace)
+    yield session
+    cluster.shutdown()
 
 
 @pytest.fixture(scope="module")

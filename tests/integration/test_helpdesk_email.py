@@ -11,7 +11,7 @@ import smtplib
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -21,7 +21,7 @@ import aio_pika
 import pytest
 from cassandra.cluster import Session
 
-from adapters.cassandra.session import aexecute, connect
+from adapters.cassandra.session import aexecute
 from adapters.cassandra.tickets import TicketStore
 from adapters.email_outbound import SmtpSender, SmtpUnavailable
 from adapters.settings import Settings
@@ -40,13 +40,6 @@ HELPDESK = f"{BASE_URL}/helpdesk/v1"
 SUPPORT = "support@help.pitboss.local"
 SMTP_HOST, SMTP_PORT = "127.0.0.1", 2525
 WAIT_SECONDS = 60.0
-
-
-@pytest.fixture(scope="module")
-def db(stack: Settings) -> Iterator[Session]:
-    cluster, session = connect(stack, stack.cassandra_keyspace)
-    yield session
-    cluster.shutdown()
 
 
 @pytest.fixture(scope="module")

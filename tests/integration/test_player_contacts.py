@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -18,7 +18,7 @@ import pytest
 from cassandra.cluster import Session
 
 from adapters.cassandra.apikeys import ApiKeyStore
-from adapters.cassandra.session import aexecute, connect
+from adapters.cassandra.session import aexecute
 from adapters.settings import Settings
 from tests.integration.conftest import API_KEY, API_URL
 from tests.integration.operators import ADMIN, DASHBOARD, LoggedIn, Operators, problem, register_player
@@ -27,13 +27,6 @@ from tests.integration.test_helpdesk_email import HELPDESK, mail, send, ticket, 
 pytestmark = pytest.mark.stack
 
 WAIT_SECONDS = 30.0
-
-
-@pytest.fixture(scope="module")
-def db(stack: Settings) -> Iterator[Session]:
-    cluster, session = connect(stack, stack.cassandra_keyspace)
-    yield session
-    cluster.shutdown()
 
 
 @pytest.fixture(scope="module")
