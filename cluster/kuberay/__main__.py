@@ -41,6 +41,9 @@ spec:
                   value: "1"
                 - name: RAY_SERVE_THROUGHPUT_OPTIMIZED
                   value: "1"
+                # Replica logs written at once, not after 1,000 buffered records (the throughput mode's default).
+                - name: RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE
+                  value: "1"
                 - name: PITBOSS_CASSANDRA_CONTACT_POINTS
                   valueFrom:
                     configMapKeyRef: {{name: pitboss-{region}, key: cassandra_contact_points}}

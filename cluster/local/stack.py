@@ -369,6 +369,9 @@ def ray_client_env() -> dict[str, str]:
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        # The throughput mode buffers 1,000 replica log records before writing any: a warning
+        # would reach the on-call engineer hours late. Pitboss logs little (no access log).
+        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
         "RAY_ADDRESS": f"{RAY_HOST}:{RAY_PORT}",
     }
 
