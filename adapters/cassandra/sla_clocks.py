@@ -58,6 +58,7 @@ _CAS_ATTEMPTS = 8
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _VERSIONED_ID = re.compile(r"^[0-9a-fA-F-]{36}:(\d{1,9}):")
 FiredKind = Literal["warning", "breach"]
+_Write = tuple[Any, tuple[Any, ...]]  # a prepared statement and its parameters
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -91,6 +92,14 @@ def rebuild(events: Iterable[SlaEvent]) -> tuple[SlaClock, list[tuple[SlaEvent, 
         except (Conflict, InvalidInput) as exc:
             refused.append((event, exc.detail))
     return clock, refused
+
+
+def _rebuilt(tid: UUID, events: Iterable[SlaEvent]) -> SlaClock:
+    """`rebuild`, logging each event the clock refused (a lost earlier event; see the module docstring)."""
+    clock, refused = rebuild(events)
+    for event, why in refused:
+        log.warning("ticket %s: SLA event %s skipped: %s", tid, event.event_id, why)
+    return clock
 
 
 def _sec(t: datetime | None) -> int | None:
@@ -260,22 +269,14 @@ class SlaClocks:
         ticket's clock and indexes. Idempotent: a retry, or a call with no events, is harmless
         (and repairs the indexes)."""
         tid = ticket.ticket_id
-        await asyncio.gather(*(
-            self._run(self._event_put, (tid, e.at, event_seq(e, ticket.version, i), e.event_id, e.kind), "event")
-            for i, e in enumerate(events)
-        ))
+        await asyncio.gather(*(self._run(*self._event_row(tid, e, ticket.version, i), "event")
+                               for i, e in enumerate(events)))
         for _ in range(_CAS_ATTEMPTS):
             before = await self.load(tid)
             if before is None:
-                s = started_event(ticket)
-                await self._run(self._event_put, (tid, s.at, event_seq(s, 1, 0), s.event_id, s.kind), "event")
-            rows = await self._run(self._events, (tid,), "events")
-            ordered = [SlaEvent(event_id=r["event_id"], kind=r["kind"], at=cast(datetime, utc(r["at"])))
-                       for r in rows]
-            clock, refused = rebuild(ordered)
-            for event, why in refused:
-                log.warning("ticket %s: SLA event %s skipped: %s", tid, event.event_id, why)
-            after = self._snapshot(ticket, before, clock, len(rows))
+                await self._run(*self._event_row(tid, started_event(ticket), 1, 0), "event")
+            stored = await self._stored_events(tid)
+            after = self._snapshot(ticket, before, _rebuilt(tid, stored), len(stored))
             if before is not None and _same(before, after):
                 await self._reindex(before, before)
                 return
@@ -292,15 +293,17 @@ class SlaClocks:
         rebuilds the clock from the events (`load`). A lightweight transaction per new ticket
         would cost as much as the ticket's own, the one that decides whether it was created."""
         tid = ticket.ticket_id
-        clock, refused = rebuild(events)
-        for event, why in refused:
-            log.warning("ticket %s: SLA event %s skipped: %s", tid, event.event_id, why)
-        rows: list[tuple[Any, tuple[Any, ...]]] = [
-            (self._event_put, (tid, e.at, event_seq(e, ticket.version, i), e.event_id, e.kind))
-            for i, e in enumerate(events)
-        ]
-        await abatch(self.session, [*rows, *self._index_writes(None, self._unsaved(ticket, clock, len(events)))],
-                     op="sla_start", limit=self._limit)
+        rows = [self._event_row(tid, e, ticket.version, i) for i, e in enumerate(events)]
+        unsaved = self._unsaved(ticket, _rebuilt(tid, events), len(events))
+        await abatch(self.session, [*rows, *self._index_writes(None, unsaved)], op="sla_start", limit=self._limit)
+
+    def _event_row(self, tid: UUID, e: SlaEvent, ticket_version: int, index: int) -> _Write:
+        return self._event_put, (tid, e.at, event_seq(e, ticket_version, index), e.event_id, e.kind)
+
+    async def _stored_events(self, tid: UUID) -> list[SlaEvent]:
+        """Every stored SLA event of the ticket, in clock order (the table's clustering order)."""
+        rows = await self._run(self._events, (tid,), "events")
+        return [SlaEvent(event_id=r["event_id"], kind=r["kind"], at=cast(datetime, utc(r["at"]))) for r in rows]
 
     def _unsaved(self, ticket: Ticket, clock: SlaClock, events: int) -> StoredClock:
         """The clock of a ticket whose `ticket_sla` row is not written yet (version 0)."""
@@ -342,10 +345,10 @@ class SlaClocks:
     async def _reindex(self, before: StoredClock | None, a: StoredClock) -> None:
         await abatch(self.session, self._index_writes(before, a), op="sla_index", limit=self._limit)
 
-    def _index_writes(self, before: StoredClock | None, a: StoredClock) -> list[tuple[Any, tuple[Any, ...]]]:
+    def _index_writes(self, before: StoredClock | None, a: StoredClock) -> list[_Write]:
         """The open-clock and auto-close index rows of a clock (upserts and deletes keyed by it)."""
         tid = a.ticket_id
-        writes: list[tuple[Any, tuple[Any, ...]]] = []
+        writes: list[_Write] = []
         if a.clock.state in ("running", "paused") and a.status != "closed":
             writes.append((self._open_put, (bucket_of(tid), tid, a.brand, a.priority, a.category,
                                             clock_to_json(a.clock, with_ids=False), a.version)))
@@ -380,12 +383,11 @@ class SlaClocks:
         stored = await self.load(ticket.ticket_id)
         if stored is not None:
             return stored
-        rows = await self._run(self._events, (ticket.ticket_id,), "events")
-        if not rows:
+        events = await self._stored_events(ticket.ticket_id)
+        if not events:
             return None
-        clock, _ = rebuild(SlaEvent(event_id=r["event_id"], kind=r["kind"], at=cast(datetime, utc(r["at"])))
-                           for r in rows)
-        return self._unsaved(ticket, clock, len(rows))
+        clock, _ = rebuild(events)  # a reader does not log what `record` already logged
+        return self._unsaved(ticket, clock, len(events))
 
     async def status(self, ticket: Ticket, now: datetime) -> SlaStatus | None:
         """The ticket's SLA at `now` under the policy of its (current) priority and category; None
