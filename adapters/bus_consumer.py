@@ -98,18 +98,23 @@ class QueueConsumer:
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
 
-    async def _dead_letter(self, channel: AbstractChannel, message: AbstractIncomingMessage, reason: str) -> None:
+    async def _republish(self, channel: AbstractChannel, message: AbstractIncomingMessage, queue: str,
+                         headers: dict[str, Any]) -> None:
+        """The message again, as it came, with `headers` added, straight to `queue`."""
         await channel.default_exchange.publish(
             aio_pika.Message(
                 message.body,
                 content_type=message.content_type,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=message.message_id,
-                headers={**(message.headers or {}), "x-pitboss-reason": reason[:1000],
-                         "x-pitboss-routing-key": message.routing_key or ""},
+                headers={**(message.headers or {}), **headers},
             ),
-            routing_key=self.dlq,
+            routing_key=queue,
         )
+
+    async def _dead_letter(self, channel: AbstractChannel, message: AbstractIncomingMessage, reason: str) -> None:
+        await self._republish(channel, message, self.dlq, {"x-pitboss-reason": reason[:1000],
+                                                           "x-pitboss-routing-key": message.routing_key or ""})
         log.warning("%s event %s dead-lettered: %s", self.label, message.message_id, reason)
         self._count("dead_lettered")
 
@@ -144,16 +149,7 @@ class QueueConsumer:
                 log.warning("%s event %s failed (attempt %s): %s; retrying", self.label, message.message_id,
                             attempts, exc)
                 await asyncio.sleep(min(60.0, self.retry_pause_seconds * 2 ** (attempts - 1)))
-                await channel.default_exchange.publish(
-                    aio_pika.Message(
-                        message.body,
-                        content_type=message.content_type,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        message_id=message.message_id,
-                        headers={**(message.headers or {}), "x-pitboss-attempts": attempts},
-                    ),
-                    routing_key=self.queue,
-                )
+                await self._republish(channel, message, self.queue, {"x-pitboss-attempts": attempts})
                 self._count("retried")
             await message.ack()
             return
