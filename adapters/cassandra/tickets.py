@@ -75,6 +75,14 @@ def _decode(cursor: str | None, keys: Sequence[str]) -> dict[str, Any] | None:
         raise InvalidInput("not a cursor this list gave out", field="cursor") from exc
 
 
+def _committed(rows: list[dict[str, Any]], before: Ticket) -> None:
+    """Conflict (field version) unless the `IF version = <before's>` write took effect."""
+    if not applied(rows):
+        now = rows[0].get("version") if rows else None
+        raise Conflict(f"ticket {before.ticket_id} was changed by someone else (version {now}, expected "
+                       f"{before.version}): reload it", field="version")
+
+
 def _limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit is 1 to {MAX_PAGE}", field="limit")
@@ -273,10 +281,7 @@ class TicketStore:
         if after.version != before.version:
             rows = await self._run(self._link, (after.player_id, after.version, after.updated_at, after.ticket_id,
                                                 before.version), "link")
-            if not applied(rows):
-                now = rows[0].get("version") if rows else None
-                raise Conflict(f"ticket {after.ticket_id} was changed by someone else (version {now}, expected "
-                               f"{before.version}): reload it", field="version")
+            _committed(rows, before)
         await self.index_player(after)
 
     async def index_player(self, t: Ticket) -> None:
@@ -295,10 +300,7 @@ class TicketStore:
             a.status, a.priority, a.category, a.team, a.assignee, list(a.tags), a.version, a.updated_at,
             a.first_responded_at, a.solved_at, a.closed_at, *extra, a.ticket_id, before.version,
         ), "update")
-        if not applied(rows):
-            now = rows[0].get("version") if rows else None
-            raise Conflict(f"ticket {a.ticket_id} was changed by someone else (version {now}, expected "
-                           f"{before.version}): reload it", field="version")
+        _committed(rows, before)
 
     async def _put_message(self, m: MessagePublic) -> None:
         await self._run(*self._message_row(m), "message")

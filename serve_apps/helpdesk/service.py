@@ -30,7 +30,7 @@ import base64
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, cast
@@ -309,15 +309,17 @@ class HelpDesk:
             await asyncio.gather(*(self.bo.bus.publish(e) for e in events))
 
     async def _after_commit(self, before: Ticket | None, after: Ticket, events: Sequence[rules.Event],
-                            strict: bool, created: bool = False) -> None:
+                            strict: bool, created: bool = False, also: Sequence[Awaitable[Any]] = ()) -> None:
         """Loads, SLA clocks, the bus. `strict`: a failure answers 503 (the caller's retry redoes it).
-        `created`: this call created `after`, so no other writer has recorded its clock yet."""
+        `created`: this call created `after`, so no other writer has recorded its clock yet.
+        `also`: more writes keyed by the committed ticket, waited for in the same round."""
         await self._follow_up(before, after, bus_events(after, events), rules.sla_events(events), strict,
-                              created)
+                              created, also)
 
     async def _follow_up(self, before: Ticket | None, after: Ticket, bus: Sequence[PitbossEvent],
-                         sla: Sequence[SlaEvent], strict: bool, created: bool = False) -> None:
-        jobs = [self.routes.index(before, after), self._publish(bus)]
+                         sla: Sequence[SlaEvent], strict: bool, created: bool = False,
+                         also: Sequence[Awaitable[Any]] = ()) -> None:
+        jobs = [self.routes.index(before, after), self._publish(bus), *also]
         if self.sla is not None and sla:
             jobs.append(self.sla.start(after, sla) if created else self.sla.record(after, sla))
         try:
@@ -374,19 +376,12 @@ class HelpDesk:
             _, replayed = rules.apply(None, rules.CreateTicket(body, author), stored.created_at)
             await self._after_commit(None, stored, replayed, strict=True)
             return stored.public(), False
-        # The indexes, the agent's presence, the loads, the clock and the bus: all keyed by the
-        # committed ticket, so one round of waiting after the commit.
-        jobs = [self.tickets.index_new(ticket, message),
-                self._after_commit(None, ticket, events, strict=True, created=True)]
+        # The indexes and the agent's presence join the loads, the clock and the bus: all keyed by
+        # the committed ticket, so one round of waiting after the commit (a retry redoes them all).
+        also = [self.tickets.index_new(ticket, message)]
         if assignee is not None:
-            jobs.append(self.presence.assigned(assignee, ticket.created_at))
-        try:
-            await asyncio.gather(*jobs)
-        except PitbossError:
-            raise
-        except Exception as exc:  # the retry finds the ticket taken and redoes every follow-up
-            log.warning("ticket %s committed but its indexes failed: %s", ticket.ticket_id, exc, exc_info=True)
-            raise Unavailable("the ticket is stored but not yet fully processed: retry the same request") from exc
+            also.append(self.presence.assigned(assignee, ticket.created_at))
+        await self._after_commit(None, ticket, events, strict=True, created=True, also=also)
         await self._audit(actor, "ticket.create", ticket, after=_dump(ticket))
         return ticket.public(), True
 
