@@ -171,9 +171,9 @@ class SlaScheduler:
 
     def _redis_client(self) -> Any:
         if self._redis is None:
-            import redis.asyncio as aioredis
+            from adapters.redis_pool import redis_client
 
-            self._redis = aioredis.from_url(self.settings.redis_url)
+            self._redis = redis_client(self.settings)
         return self._redis
 
     def _audit_client(self) -> Any:

@@ -50,6 +50,7 @@ from actors.router import detached
 from adapters.cassandra.segments import FeatureStore, Materialised, SegmentStore
 from adapters.cassandra.session import connect, utc
 from adapters.rabbit import EventPublisher
+from adapters.redis_pool import redis_client
 from adapters.settings import Settings
 from domain import churn
 from domain.errors import Conflict, InvalidInput, NotFound
@@ -180,14 +181,12 @@ class SegmentEngine:
             if self._started:
                 return True
             if not hasattr(self, "store"):
-                import redis.asyncio as aioredis
-
                 loop = asyncio.get_running_loop()
                 ks = self.settings.cassandra_keyspace
                 self.cluster, session = await loop.run_in_executor(None, lambda: connect(self.settings, ks))
                 self.features = FeatureStore(session, self.settings.segment_feature_buckets)
                 self.store = SegmentStore(session)
-                self.redis = aioredis.from_url(self.settings.redis_url)
+                self.redis = redis_client(self.settings)
                 self.publisher = EventPublisher(self.settings)
             await self._rebuild(first=True)
             await self._load_model()

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     cassandra_password: str | None = None
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Connections per client pool, and how long a command waits for one before it fails.
+    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    redis_pool_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"  # guest/guest: local only
     events_exchange: str = "pitboss.events"
     events_queue: str = "pitboss.platform-events"
@@ -136,6 +139,12 @@ class Settings(BaseSettings):
     # Chat lines one socket may send: sustained per second, and in a burst.
     chat_rate_per_second: float = Field(default=5.0, gt=0)
     chat_rate_burst: int = Field(default=20, ge=1)
+    # Seconds a chat's new lines wait before they are copied into its ticket together: one ticket
+    # commit per chat per wait instead of one per line (the lines are durable in chat_lines already).
+    chat_copy_seconds: float = Field(default=5.0, ge=0.0, le=600.0)
+    # Copies a replica starts per second at most: under load the wait grows and each copy takes more
+    # lines, so copying never crowds out live delivery.
+    chat_copies_per_second: float = Field(default=10.0, gt=0.0, le=1000.0)
 
     # --- Segmentation service (serve_apps/segments) ---
     # How long the service waits for the region's segment engine (preview, materialise, membership).

@@ -4,8 +4,6 @@ the deployment's constructor and bound for the routes by `deps.bind`."""
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
 from actors.audit import AuditClient
 from actors.router import PlayerRouter
 from adapters.cassandra.adjustments import AdjustmentStore
@@ -15,6 +13,7 @@ from adapters.cassandra.vip import VipAssignments
 from adapters.oidc import OidcRegistry
 from adapters.policy_file import get_engine
 from adapters.rabbit import EventPublisher
+from adapters.redis_pool import redis_client
 from adapters.settings import Settings, get_settings
 from domain.policy import PolicyEngine
 from serve_apps.apikeys import KeyCache
@@ -25,7 +24,7 @@ class BackOffice:
     def __init__(self, settings: Settings | None = None, *, with_players: bool = True) -> None:
         self.settings = settings or get_settings()
         self.cluster, self.session = connect(self.settings, self.settings.cassandra_keyspace)
-        self.redis = aioredis.from_url(self.settings.redis_url, socket_timeout=3)
+        self.redis = redis_client(self.settings)
         self.identity = IdentityService(self.settings, self.session, self.redis)
         self.policy: PolicyEngine = get_engine()
         self.audit = AuditClient(self.settings)

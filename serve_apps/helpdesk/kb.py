@@ -30,12 +30,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import UUID, uuid4, uuid5
 
-import redis.asyncio as aioredis
 from fastapi import Depends
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from adapters.cassandra.kb import ArticleRow, KbStore, TemplateStore, TicketScan, VersionRow
 from adapters.cassandra.tickets import TicketStore
+from adapters.redis_pool import redis_client
 from domain.errors import Conflict, Forbidden, RateLimited, Unavailable
 from domain.kb_search import KbIndex
 from schemas.common import AwareDatetime, Brand
@@ -327,7 +327,7 @@ class KbService:
 
     async def _listen(self) -> None:
         while True:
-            client = aioredis.from_url(self.settings.redis_url)
+            client = redis_client(self.settings, socket_timeout=None)
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)

@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 import aio_pika
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
@@ -19,6 +18,7 @@ from actors.router import PlayerRouter, call
 from actors.runtime import ensure_consumers
 from adapters.cassandra.apikeys import ApiKeyStore
 from adapters.cassandra.session import aexecute, connect
+from adapters.redis_pool import redis_client
 from adapters.settings import get_settings
 from serve_apps import problems
 from serve_apps.apikeys import KeyCache
@@ -51,7 +51,7 @@ class PlatformAPI:
         self.cluster, self.session = connect(self.settings, self.settings.cassandra_keyspace)
         self.keys = ApiKeyStore(self.session)
         self.key_cache = KeyCache(self.settings.api_key_cache_seconds)
-        self.redis = aioredis.from_url(self.settings.redis_url, socket_timeout=2)
+        self.redis = redis_client(self.settings, socket_timeout=2)
         self._amqp: Any = None
         for brand, key in self.settings.bootstrap_keys():
             self.keys.install_blocking(brand, key, "bootstrap (PITBOSS_BOOTSTRAP_API_KEYS)")
