@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from adapters.redis_pool import redis_client
+from adapters.settings import Settings
 from domain.errors import Unavailable
 
 log = logging.getLogger("pitboss.chat")
@@ -75,6 +76,10 @@ class Claim:
     pending: bool
 
 
+def _encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), default=str)
+
+
 def _offer(queue: asyncio.Queue[dict[str, Any]], frame: dict[str, Any]) -> None:
     """Queue a frame; a socket too slow to keep up loses its queue and replays from Cassandra instead."""
     try:
@@ -86,10 +91,10 @@ def _offer(queue: asyncio.Queue[dict[str, Any]], frame: dict[str, Any]) -> None:
 
 
 class ChatHub:
-    def __init__(self, redis_url: str) -> None:
-        self.commands = aioredis.from_url(redis_url, socket_timeout=3)
+    def __init__(self, settings: Settings) -> None:
+        self.commands = redis_client(settings)
         # The subscriber blocks on reads by design: no socket timeout, a health check instead.
-        self._listener = aioredis.from_url(redis_url, health_check_interval=30)
+        self._listener = redis_client(settings, socket_timeout=None, health_check_interval=30)
         self._next = self.commands.register_script(_NEXT)
         self._subs: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._pubsub: Any = None
@@ -113,9 +118,17 @@ class ChatHub:
             raise Unavailable("chat is unavailable (Redis): resend the message") from exc
         raise Unavailable("chat sequence could not be seeded: resend the message")
 
-    async def settle(self, ticket_id: UUID, client_id: UUID, seq: int) -> None:
-        """The line is stored: a resend of `client_id` is now answered with `seq`."""
-        await self.commands.set(_claim_key(ticket_id, client_id), str(seq), ex=CLAIM_SECONDS)
+    async def settle_and_publish(self, ticket_id: UUID, client_id: UUID, seq: int, frame: dict[str, Any]) -> None:
+        """`settle` and `publish` of a stored line in one round trip. On a Redis failure the line is
+        still stored, and sockets get it by replay; the pending claim expires, and a resend after that
+        stores the line again under a new seq (same message id: the ticket keeps one copy)."""
+        pipe = self.commands.pipeline(transaction=False)
+        pipe.set(_claim_key(ticket_id, client_id), str(seq), ex=CLAIM_SECONDS)
+        pipe.publish(ticket_channel(ticket_id), _encode(frame))
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            log.warning("chat %s: settling and publishing line %d failed: %s", ticket_id, seq, exc)
 
     async def release(self, ticket_id: UUID, client_id: UUID) -> None:
         """Storing failed: a resend may try again at once (the seq stays unused)."""
@@ -147,7 +160,7 @@ class ChatHub:
 
     async def publish(self, channel: str, frame: dict[str, Any]) -> None:
         try:
-            await self.commands.publish(channel, json.dumps(frame, separators=(",", ":"), default=str))
+            await self.commands.publish(channel, _encode(frame))
         except RedisError as exc:
             # The line is stored: a reconnecting socket gets it by replay.
             log.warning("chat publish failed on %s: %s", channel, exc)

@@ -117,6 +117,7 @@ class TicketStore:
         p = session.prepare
         self._create = p(f"INSERT INTO tickets ({_TICKET_COLUMNS}) VALUES ({', '.join('?' * 20)}) IF NOT EXISTS")
         self._get = p(f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE ticket_id = ?")
+        self._status = p("SELECT status FROM tickets WHERE ticket_id = ?")
         mutable = ("status = ?, priority = ?, category = ?, team = ?, assignee = ?, tags = ?, version = ?, "
                    "updated_at = ?, first_responded_at = ?, solved_at = ?, closed_at = ?")
         self._update = p(f"UPDATE tickets SET {mutable} WHERE ticket_id = ? IF version = ?")
@@ -240,6 +241,14 @@ class TicketStore:
         if not rows:
             raise NotFound(f"no ticket {ticket_id}", field="ticket_id")
         return _ticket(rows[0])
+
+    async def status(self, ticket_id: UUID) -> str:
+        """The ticket's status alone: a chat socket checks it every few seconds, and the whole
+        ticket (every message) would cost a chat line more to read and parse than the line itself."""
+        rows = await self._run(self._status, (ticket_id,), "status")
+        if not rows:
+            raise NotFound(f"no ticket {ticket_id}", field="ticket_id")
+        return str(rows[0]["status"])
 
     async def public(self, ticket_id: UUID) -> TicketPublic:
         return (await self.get(ticket_id)).public()

@@ -62,7 +62,6 @@ _COPIED_SECONDS = 7 * 24 * 3600
 _SESSION_RECHECK = 30.0  # seconds between checks that an agent's session is still valid
 _TICKET_RECHECK = 5.0  # seconds a socket trusts the ticket status it read
 _QUEUE = 1000
-_COPY_DELAY = 5.0  # seconds a chat's new lines wait to be copied into its ticket together
 _COPY_CONCURRENCY = 4  # chats a replica copies into tickets at once
 CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN = 4401, 4403
 
@@ -79,6 +78,12 @@ def _error(exc: PitbossError, client_id: UUID | None = None) -> dict[str, Any]:
     if "retry_after" in exc.extra:
         frame["retry_after"] = exc.extra["retry_after"]
     return frame
+
+
+def _without_origin(frame: dict[str, Any]) -> dict[str, Any]:
+    # A copy: the hub hands one decoded frame to every socket of the chat on this replica, and the
+    # sender's own socket must still see its origin to skip it.
+    return {k: v for k, v in frame.items() if k != "origin"}
 
 
 def _line_frame(line: ChatLine) -> dict[str, Any]:
@@ -101,6 +106,7 @@ class TranscriptCopier:
         self._dirty: set[UUID] = set()
         self._tasks: dict[UUID, asyncio.Task[None]] = {}
         self._bound = asyncio.Semaphore(_COPY_CONCURRENCY)
+        self._next_slot = 0.0
 
     def remember(self, op: Operator) -> None:
         if len(self.operators) > 10_000:
@@ -122,9 +128,10 @@ class TranscriptCopier:
             backoff = 0.2
             while ticket_id in self._dirty:
                 # Wait so that one copy takes a chat's lines of several seconds (one ticket commit
-                # for all), then copy under the replica-wide bound: copying must never starve the
-                # sockets' delivery. The lines themselves are durable in chat_lines already.
-                await asyncio.sleep(_COPY_DELAY)
+                # for all), then copy in this replica's pace and under its bound: copying must never
+                # starve the sockets' delivery. The lines themselves are durable in chat_lines already.
+                await asyncio.sleep(self.rt.settings.chat_copy_seconds)
+                await self._paced()
                 self._dirty.discard(ticket_id)
                 try:
                     async with self._bound:
@@ -138,6 +145,16 @@ class TranscriptCopier:
                     return
         finally:
             self._tasks.pop(ticket_id, None)
+
+    async def _paced(self) -> None:
+        """Wait for this copy's turn: copies start at most `chat_copies_per_second` a second per
+        replica, so under load each chat waits longer and its copy carries more lines (one ticket
+        commit each), instead of the copies taking the CPU that live delivery needs."""
+        now = time.monotonic()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + 1.0 / self.rt.settings.chat_copies_per_second
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
     async def copy(self, ticket_id: UUID) -> bool:
         hub, lock = self.rt.hub, f"pitboss:chat:copy:{ticket_id}"
@@ -196,7 +213,7 @@ class ChatRuntime:
     def __init__(self, bo: BackOffice, hd: HelpDesk) -> None:
         self.bo, self.hd, self.settings = bo, hd, bo.settings
         self.store = ChatStore(bo.session)  # prepares: built in a thread
-        self.hub = ChatHub(bo.settings.redis_url)
+        self.hub = ChatHub(bo.settings)
         self.key = rules.token_key(bo.settings.secret_key)
         self.copier = TranscriptCopier(self)
 
@@ -225,11 +242,7 @@ class ChatRuntime:
         except Exception as exc:
             await self.hub.release(ticket_id, client_id)
             raise Unavailable("the message could not be stored: resend it") from exc
-        try:
-            await self.hub.settle(ticket_id, client_id, line.seq)
-        except Exception as exc:  # the pending claim expires; a resend then stores a second copy
-            log.warning("chat %s: settling client id %s failed: %s", ticket_id, client_id, exc)
-        await self.hub.publish(ticket_channel(ticket_id), {**_line_frame(line), "origin": origin})
+        await self.hub.settle_and_publish(ticket_id, client_id, line.seq, {**_line_frame(line), "origin": origin})
         self.copier.poke(ticket_id)
         return {"type": "ack", "ticket_id": str(ticket_id), "client_id": str(client_id), "message_id": str(mid),
                 "seq": line.seq}
@@ -364,8 +377,7 @@ class Conn:
         if len(seen) > 4000:
             floor = max(seen) - 2000
             self.seen[tid] = {s for s in seen if s > floor}
-        frame.pop("origin", None)
-        await self.send(frame)
+        await self.send(_without_origin(frame))
 
     async def pump(self) -> None:
         while True:
@@ -380,8 +392,7 @@ class Conn:
                 await self.deliver(frame)
             elif kind == "typing":
                 if frame.get("origin") != self.id and frame.get("author_kind") != self.role:
-                    frame.pop("origin", None)
-                    await self.send(frame)
+                    await self.send(_without_origin(frame))
             elif kind == "chat":
                 await self.on_chat(frame)
             elif kind == "moved" and self.role == "agent":
@@ -397,8 +408,7 @@ class Conn:
         """Refuse a line to a chat that is closed (a fresh read every few seconds)."""
         cached = self.status.get(ticket_id)
         if cached is None or time.monotonic() - cached[1] > _TICKET_RECHECK:
-            t = await self.rt.hd.tickets.get(ticket_id)
-            cached = (t.status, time.monotonic())
+            cached = (await self.rt.hd.tickets.status(ticket_id), time.monotonic())
             self.status[ticket_id] = cached
         if cached[0] == "closed":
             raise Conflict(f"chat {ticket_id} is closed: ask for a new chat", field="ticket_id")
