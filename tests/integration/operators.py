@@ -134,6 +134,20 @@ async def register_player(country: str = "MT", email: str | None = None) -> tupl
     return player_id, email
 
 
+async def new_ticket(client: httpx.AsyncClient, subject: str, body: str = "Please help", *, channel: str = "web",
+                     player_id: str | None = None, language: str = "en") -> dict[str, Any]:
+    """A demo-brand payments ticket created over HTTP by `client` (a fresh player unless one is
+    given); its public form."""
+    if player_id is None:
+        player_id, _ = await register_player()
+    r = await client.post(f"{BASE_URL}/helpdesk/v1/tickets", json={
+        "ticket_id": str(uuid.uuid4()), "player_id": player_id, "brand": "demo", "channel": channel,
+        "category": "payments", "subject": subject, "body": body, "language": language})
+    assert r.status_code == 201, r.text
+    data: dict[str, Any] = r.json()
+    return data
+
+
 def session_client(**kwargs: Any) -> httpx.AsyncClient:
     """A client that keeps the session cookie like a browser does on http://127.0.0.1 (httpx
     itself never sends a Secure cookie over plain http)."""

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from typing import Any
 
 import pytest
 
-from tests.integration.operators import LoggedIn, Operators, register_player
+from tests.integration.operators import LoggedIn, Operators, new_ticket
 from tests.integration.test_chat import HELPDESK, Frame, agent_socket, kind, line, new_chat, player_socket, send, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -88,12 +87,7 @@ async def test_a_reassigned_chat_reaches_the_new_agents_open_console_and_the_old
 async def test_a_non_chat_ticket_reassignment_sends_no_chat_frame(ops: Operators) -> None:
     agent = await ops.login(["support_agent"], brands=["demo"])
     supervisor = await ops.login(["supervisor"], brands=["demo"])
-    player_id, _ = await register_player()
-    r = await supervisor.client.post(f"{HELPDESK}/tickets", json={
-        "ticket_id": str(uuid.uuid4()), "player_id": player_id, "brand": "demo", "channel": "web",
-        "category": "payments", "subject": "Not a chat", "body": "Please help", "language": "en"})
-    assert r.status_code == 201, r.text
-    tid = r.json()["ticket_id"]
+    tid = (await new_ticket(supervisor.client, "Not a chat"))["ticket_id"]
     async with agent_socket(agent) as a:
         await until(a, kind("ready"))
         await _reassign(supervisor, tid, agent.operator_id)

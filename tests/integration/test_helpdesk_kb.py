@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.operators import BASE_URL, LoggedIn, Operators, problem, register_player
+from tests.integration.operators import BASE_URL, LoggedIn, Operators, new_ticket, problem, register_player
 
 HD = f"{BASE_URL}/helpdesk/v1"
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -195,23 +195,11 @@ async def test_bad_input_names_the_field(editor: LoggedIn, agent: LoggedIn) -> N
         assert r.status_code == 401
 
 
-async def _ticket(client: httpx.AsyncClient, subject: str, body: str, player_id: str | None = None,
-                  language: str = "en") -> dict[str, Any]:
-    if player_id is None:
-        player_id, _ = await register_player()
-    r = await client.post(f"{HD}/tickets", json={
-        "ticket_id": str(uuid.uuid4()), "player_id": player_id, "brand": "demo", "channel": "web",
-        "category": "payments", "subject": subject, "body": body, "language": language})
-    assert r.status_code == 201, r.text
-    data: dict[str, Any] = r.json()
-    return data
-
-
 async def test_suggestions_match_the_ticket_text(editor: LoggedIn, agent: LoggedIn) -> None:
     w = word()
     a = await article(editor.client, title=f"Pending {w} withdrawals", body=f"A {w} withdrawal takes 24 hours.")
     await editor.client.post(f"{HD}/kb/articles/{a['article_id']}/publish", json={})
-    t = await _ticket(agent.client, "Where is my money?", f"My {w} withdrawal is pending since Monday.")
+    t = await new_ticket(agent.client, "Where is my money?", f"My {w} withdrawal is pending since Monday.")
 
     async def suggested() -> bool:
         r = await agent.client.get(f"{HD}/tickets/{t['ticket_id']}/suggestions")
@@ -244,7 +232,7 @@ async def test_templates_refuse_unknown_placeholders_and_render_the_players_data
     assert name in [x["name"] for x in r.json()["items"]]
 
     player_id, _ = await register_player()
-    t = await _ticket(agent.client, "Deposit missing", "I paid but see nothing", player_id=player_id)
+    t = await new_ticket(agent.client, "Deposit missing", "I paid but see nothing", player_id=player_id)
     r = await agent.client.post(f"{HD}/tickets/{t['ticket_id']}/apply-template",
                                 json={"template_id": tpl["template_id"], "ticket_version": t["version"]})
     assert r.status_code == 200, r.text

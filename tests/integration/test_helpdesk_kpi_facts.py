@@ -24,7 +24,7 @@ from domain import helpdesk_kpis as kpis
 from domain import tickets as rules
 from schemas.tickets import TicketCreate
 from serve_apps.helpdesk.kpi_facts import KpiFacts
-from tests.integration.operators import BASE_URL, Operators, register_player
+from tests.integration.operators import BASE_URL, Operators, new_ticket
 
 HD = f"{BASE_URL}/helpdesk/v1"
 WAIT = 60.0
@@ -52,12 +52,7 @@ async def _fact_until(facts: KpiFacts, brand: str, created_at: datetime, ticket_
 
 async def test_a_tickets_fact_follows_it_through_its_events(ops: Operators, facts: KpiFacts) -> None:
     agent = await ops.login(["supervisor"], brands=["demo"])
-    player_id, _ = await register_player()
-    r = await agent.client.post(f"{HD}/tickets", json={
-        "ticket_id": str(uuid.uuid4()), "player_id": player_id, "brand": "demo", "channel": "phone",
-        "category": "payments", "subject": "Fact ticket", "body": "Please help", "language": "en"})
-    assert r.status_code == 201, r.text
-    t = r.json()
+    t = await new_ticket(agent.client, "Fact ticket", channel="phone")
     tid, created = UUID(t["ticket_id"]), datetime.fromisoformat(t["created_at"])
     fact = await _fact_until(facts, "demo", created, tid, lambda f: True)
     assert fact is not None and (fact.channel, fact.first_responded_at, fact.solved_at) == ("phone", None, None)

@@ -11,19 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.operators import BASE_URL, LoggedIn, Operators, problem, register_player
+from tests.integration.operators import BASE_URL, LoggedIn, Operators, new_ticket, problem
 
 HD = f"{BASE_URL}/helpdesk/v1"
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def _open(agent: LoggedIn, channel: str) -> dict[str, Any]:
-    player_id, _ = await register_player()
-    r = await agent.client.post(f"{HD}/tickets", json={
-        "ticket_id": str(uuid.uuid4()), "player_id": player_id, "brand": "demo", "channel": channel,
-        "category": "payments", "subject": "KPI ticket", "body": "Please help", "language": "en"})
-    assert r.status_code == 201, r.text
-    t: dict[str, Any] = r.json()
+    t = await new_ticket(agent.client, "KPI ticket", channel=channel)
     r = await agent.client.patch(f"{HD}/tickets/{t['ticket_id']}", json={"version": t["version"],
                                                                         "assignee": agent.operator_id})
     assert r.status_code == 200, r.text
