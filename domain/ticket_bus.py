@@ -65,5 +65,5 @@ def bus_events(after: Ticket, events: Sequence[rules.Event]) -> list[PitbossEven
         elif isinstance(e, rules.Assigned):
             out.append(envelope(after, TICKET_ASSIGNED, event_id(after.ticket_id, after.version, "assigned"),
                                 e.at, {"team": e.team, "assignee": e.assignee, "version": after.version,
-                                       "actor": e.actor}))
+                                       "actor": e.actor, "previous_assignee": e.previous_assignee}))
     return out

@@ -194,6 +194,8 @@ class Assigned:
     actor: str | None
     team: str | None
     assignee: str | None
+    # Lets a consumer undo what it keyed by the old assignee (an agent's open chats) without a read.
+    previous_assignee: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +353,7 @@ def _update(ticket: Ticket, cmd: UpdateTicket, ch: _Changes) -> Ticket:
     team = b.team if b.team is not None else t.team
     assignee = b.assignee if "assignee" in b.model_fields_set else t.assignee
     if (team, assignee) != (t.team, t.assignee):
-        ch.add(Assigned(t.ticket_id, ch.at, actor, team, assignee))
+        ch.add(Assigned(t.ticket_id, ch.at, actor, team, assignee, t.assignee))
         t = replace(t, team=team, assignee=assignee)
     both = set(b.tags_add) & set(b.tags_remove)
     if both:

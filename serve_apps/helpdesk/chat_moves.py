@@ -6,7 +6,9 @@ follow it learn it moved.
 `<queue>.dlq`) and, for a chat ticket, from the ticket as it is NOW (a late or repeated event
 announces the current assignee, never a past one):
 
-- lists the chat among the assignee's open chats (`agent_chats`, what a reloaded console shows);
+- lists the chat among the assignee's open chats (`agent_chats`, what a reloaded console shows) and
+  takes it off the previous assignee's list (`previous_assignee` in the event), unless the chat is
+  theirs again by now;
 - publishes a `chat` frame (the chat's summary) on the assignee's Redis channel
   `pitboss:chat:a:<operator>`: their sockets follow the chat and the console joins it (replaying
   its lines);
@@ -58,6 +60,7 @@ class ChatMoveConsumer(QueueConsumer):
         try:
             ticket_id = UUID(str(payload["ticket_id"]))
             version = int(payload.get("version") or 0)
+            previous = payload.get("previous_assignee")
         except (KeyError, ValueError, TypeError) as exc:
             raise DeadLetter(f"not a ticket.assigned event: {exc}") from exc
         if version <= 1:
@@ -68,6 +71,8 @@ class ChatMoveConsumer(QueueConsumer):
             return "no_ticket"
         if t.channel != "chat":
             return "skipped"
+        if isinstance(previous, str) and previous and previous != t.assignee:
+            await self.chats.close_for(previous, t.ticket_id)
         if t.assignee:
             await self.chats.open_for(t.assignee, t.ticket_id, datetime.now(UTC))
             summary = ChatSummary(ticket_id=t.ticket_id, brand=t.brand, player_id=t.player_id, subject=t.subject,

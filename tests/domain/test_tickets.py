@@ -16,6 +16,7 @@ from domain.tickets import (
     CLOCK_OF_STATUS,
     TRANSITIONS,
     AddMessage,
+    Assigned,
     CloseSolved,
     Command,
     CreateTicket,
@@ -146,8 +147,9 @@ def test_update_that_changes_nothing_has_no_events_and_unassign_is_explicit() ->
     assert [type(e).__name__ for e in events] == ["Assigned", "TagsChanged"]
     same, none = apply(t, update(team="vip", tags_add=["kyc"]), T0)
     assert none == () and same == t
-    t, _ = apply(t, update(assignee=None), T0)
+    t, events = apply(t, update(assignee=None), T0)
     assert t.assignee is None and t.team == "vip"
+    assert [(e.assignee, e.previous_assignee) for e in events if isinstance(e, Assigned)] == [(None, "op-7")]
 
 
 def test_a_player_cannot_write_internal_notes() -> None:

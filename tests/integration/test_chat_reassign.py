@@ -78,10 +78,13 @@ async def test_a_reassigned_chat_reaches_the_new_agents_open_console_and_the_old
         # The player's socket never carries the notice (nor agent ids from it).
         assert not [f for f in await _frames_for(p, 1.0) if f.get("type") == "moved"]
 
-    # A console opened later lists the chat among the new agent's chats.
-    async with agent_socket(second) as b2:
+    # A console opened later lists the chat among the new agent's chats, and no longer among the
+    # previous agent's (the `moved` notice above followed the removal).
+    async with agent_socket(second) as b2, agent_socket(first) as a2:
         ready = await until(b2, kind("ready"))
         assert tid in [c["ticket_id"] for c in ready["chats"]]
+        ready_first = await until(a2, kind("ready"))
+        assert tid not in [c["ticket_id"] for c in ready_first["chats"]]
 
 
 async def test_a_non_chat_ticket_reassignment_sends_no_chat_frame(ops: Operators) -> None:
