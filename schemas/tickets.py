@@ -212,6 +212,20 @@ class MessagePublic(BaseModel):
     created_at: AwareDatetime
 
 
+class PlayerCandidate(BaseModel):
+    """A player whose live profile has an unlinked ticket's sender address, offered to the agent who
+    links the ticket. Personal data is masked (`masked`) unless the agent may see it on that player."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    player_id: UUID
+    email: str | None
+    first_name: str | None
+    last_name: str | None
+    country: str | None
+    masked: bool
+
+
 class TimelineItem(BaseModel):
     """One line of a player's communication history, newest first."""
 

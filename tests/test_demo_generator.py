@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID
 
 import pytest
 
-from cluster.local.demo import COUNTED, DemoData, expected_lifetime, generate
+from cluster.local.demo import COUNTED, DemoData, expected_lifetime, generate, parse_args
 from schemas.events import parse_envelope
 from schemas.players import ExclusionCreate, LimitsUpdate, PlayerCreate
 
@@ -119,3 +120,22 @@ def test_naive_clock_is_refused() -> None:
 
 def test_player_ids_are_uuid4(data: DemoData) -> None:
     assert all(UUID(str(p.player_id)).version == 4 for p in data.players)
+
+
+def test_until_fixes_the_history_and_needs_a_zone() -> None:
+    args = parse_args(["--until", "2026-03-14T16:09:26+01:00"])
+    assert args.until == NOW
+    assert parse_args([]).until is None
+    with pytest.raises(SystemExit):
+        parse_args(["--until", "2026-03-14T15:09:26"])
+
+
+def test_the_stack_keeps_the_first_runs_instant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cluster.local import stack
+
+    monkeypatch.setattr(stack, "DATA", tmp_path)
+    monkeypatch.setattr(stack, "DEMO_UNTIL", tmp_path / "demo-until")
+    first = stack.demo_until()
+    assert datetime.fromisoformat(first).tzinfo is not None
+    (tmp_path / "demo-until").write_text("2026-03-14T15:09:26+00:00\n")
+    assert stack.demo_until() == "2026-03-14T15:09:26+00:00"

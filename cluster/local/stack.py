@@ -40,11 +40,13 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / ".data"
+DEMO_UNTIL = DATA / "demo-until"
 RUN = DATA / "run"
 LOGS = DATA / "logs"
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -1219,9 +1221,21 @@ def deploy_serve(two_dc: bool) -> bool:
     return True
 
 
+def demo_until() -> str:
+    """The instant the demo history ends, fixed at the first demo run over this data folder: a
+    history generated on a later day would reuse the event ids for other events."""
+    if DEMO_UNTIL.is_file():
+        return DEMO_UNTIL.read_text().strip()
+    DATA.mkdir(parents=True, exist_ok=True)
+    until = datetime.now(UTC).isoformat(timespec="seconds")
+    DEMO_UNTIL.write_text(until + "\n")
+    return until
+
+
 def run_demo(two_dc: bool) -> None:
     if module_exists("cluster.local.demo"):
-        run_step("demo data", [python(), "-m", "cluster.local.demo"], child_env(two_dc), timeout=1800.0)
+        run_step("demo data", [python(), "-m", "cluster.local.demo", "--until", demo_until()], child_env(two_dc),
+                 timeout=1800.0)
     else:
         say("demo: cluster.local.demo does not exist yet, skipped")
 

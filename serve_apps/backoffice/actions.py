@@ -224,7 +224,7 @@ async def revoke_key(bo: BackOffice, op: Operator, brand: str, key_id: UUID) -> 
 # --- players -----------------------------------------------------------------------------
 
 
-async def _player_resource(bo: BackOffice, player_id: UUID) -> tuple[dict[str, Any], Resource]:
+async def player_resource(bo: BackOffice, player_id: UUID) -> tuple[dict[str, Any], Resource]:
     if bo.players is None:
         raise NotFound("players are not served here")
     state = await bo.players.read(player_id, None)
@@ -241,7 +241,7 @@ async def _player_resource(bo: BackOffice, player_id: UUID) -> tuple[dict[str, A
 async def read_player(bo: BackOffice, op: Operator, player_id: UUID) -> dict[str, Any]:
     """The live player, with personal data masked unless the role may see it. Reading a
     player's personal data is itself on the audit record."""
-    state, resource = await _player_resource(bo, player_id)
+    state, resource = await player_resource(bo, player_id)
     decision = await authorize(bo, op, "player.read", resource)
     shown = bo.policy.mask(op.subject, state, resource)
     shown["vip_manager"] = resource.vip_manager
@@ -268,7 +268,7 @@ async def _player_command(
 ) -> dict[str, Any]:
     """A command an operator sends to a player's actor: checked on the player, then audited
     with the blocks before and after. `command` gets the player's brand."""
-    before, resource = await _player_resource(bo, player_id)
+    before, resource = await player_resource(bo, player_id)
     await authorize(bo, op, permission, resource)
     assert bo.players is not None
     status, after = await bo.players.command(command(before["brand"]))
@@ -317,7 +317,7 @@ async def lift_block(bo: BackOffice, op: Operator, player_id: UUID, kind: BlockK
 
 
 async def assign_vip(bo: BackOffice, op: Operator, player_id: UUID, manager: UUID | None) -> dict[str, Any]:
-    _, resource = await _player_resource(bo, player_id)
+    _, resource = await player_resource(bo, player_id)
     await authorize(bo, op, "player.vip.assign", resource)
     if manager is not None:
         target = await bo.identity.get_operator(manager)
@@ -419,7 +419,7 @@ async def request_adjustment(
     """A manual adjustment for a player: approved at once at or below the policy's threshold,
     else pending a second approver. (adjustment, created); a retry of the same request
     gives the first adjustment and False, a different request under a used id is a Conflict."""
-    state, player = await _player_resource(bo, player_id)
+    state, player = await player_resource(bo, player_id)
     resource = _payment(player, data.adjustment_id, op.id, data.amount_minor)
     decision = await authorize(bo, op, ADJUST, resource)
 
@@ -475,7 +475,7 @@ async def _decide_adjustment(
 ) -> AdjustmentPublic:
     action = APPROVE if approve else "payment.adjust.reject"
     adj = await bo.adjustments.get(adjustment_id)
-    _, player = await _player_resource(bo, adj.player_id)
+    _, player = await player_resource(bo, adj.player_id)
 
     async def audit(outcome: Outcome, reason: str, after: AdjustmentPublic | None = None) -> None:
         await auditing.record(
@@ -527,7 +527,7 @@ async def reject_adjustment(
 
 async def player_adjustments(bo: BackOffice, op: Operator, player_id: UUID, limit: int = 100) -> list[AdjustmentPublic]:
     """The player's adjustments, newest first (any approved one still unpublished is sent)."""
-    _, player = await _player_resource(bo, player_id)
+    _, player = await player_resource(bo, player_id)
     await authorize(bo, op, "payment.read", player)
     return [await _publish_if_due(bo, a) for a in await bo.adjustments.of_player(player_id, limit)]
 

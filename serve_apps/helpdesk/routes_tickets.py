@@ -20,6 +20,7 @@ from schemas.tickets import (
     AttachmentMeta,
     MessageCreate,
     MessagePublic,
+    PlayerCandidate,
     Status,
     TicketCreate,
     TicketPlayerLink,
@@ -85,6 +86,13 @@ async def update_ticket(ticket_id: UUID, body: TicketUpdate, op: Annotated[Opera
 async def link_player(ticket_id: UUID, body: TicketPlayerLink, op: Annotated[Operator, Require("ticket.write")],
                       hd: HD) -> TicketPublic:
     return await hd.link_player(ticket_id, body, Actor.agent(op))
+
+
+@router.get("/tickets/{ticket_id}/player-candidates",
+            summary="Players whose live profile has an unlinked ticket's sender address (to link one)")
+async def player_candidates(ticket_id: UUID, op: Annotated[Operator, Require("ticket.write")],
+                            hd: HD) -> list[PlayerCandidate]:
+    return await hd.player_candidates(ticket_id, Actor.agent(op))
 
 
 @router.post("/tickets/{ticket_id}/messages", status_code=201,

@@ -41,6 +41,7 @@ from fastapi import Depends
 from pydantic import BaseModel, ConfigDict
 
 from adapters.cassandra.helpdesk_routing import HelpdeskRoutingStore
+from adapters.cassandra.player_contacts import PlayerContacts
 from adapters.cassandra.sla_clocks import SlaClocks
 from adapters.cassandra.tickets import MAX_PAGE, TicketStore
 from adapters.redis_presence import Presence, PresenceStore
@@ -64,6 +65,7 @@ from schemas.tickets import (
     AttachmentMeta,
     MessageCreate,
     MessagePublic,
+    PlayerCandidate,
     Status,
     TicketCreate,
     TicketPlayerLink,
@@ -72,8 +74,10 @@ from schemas.tickets import (
     TimelineItem,
 )
 from serve_apps.backoffice import auditing
+from serve_apps.backoffice.actions import player_resource
 from serve_apps.backoffice.deps import Operator, authorize, backoffice
 from serve_apps.backoffice.runtime import BackOffice
+from serve_apps.helpdesk.contacts import SenderResolver
 
 log = logging.getLogger("pitboss.helpdesk")
 
@@ -214,6 +218,10 @@ def _store_cursor(t: Ticket) -> str:
 # ---------------------------------------------------------------------------- the help desk
 
 
+# What an agent needs to tell accounts that share an address apart.
+CANDIDATE_FIELDS = ("email", "first_name", "last_name", "country")
+
+
 class HelpDesk:
     """Built once per replica (the constructor blocks on statement prepares: build it in a thread)."""
 
@@ -225,6 +233,7 @@ class HelpDesk:
         self.presence = PresenceStore(bo.redis, bo.settings.helpdesk_presence_ttl_seconds)
         self.routing = routing or load_routing(bo.settings)
         self.sla: SlaClocks | None = _sla_clocks(bo)
+        self.contacts = SenderResolver(PlayerContacts(bo.session), bo.players) if bo.players else None
         self._known_players: TTLCache[UUID, Resource] = TTLCache(
             maxsize=100_000, ttl=max(bo.settings.helpdesk_player_cache_seconds, 0.001))
 
@@ -518,6 +527,37 @@ class HelpDesk:
                               after={"player_id": str(after.player_id), "version": after.version,
                                      "sender_email": after.sender_email})
         return after.public()
+
+    async def player_candidates(self, ticket_id: UUID, actor: Actor) -> list[PlayerCandidate]:
+        """Who an unlinked ticket's sender address names in its brand (`SenderResolver.candidates`: the
+        contacts index checked against each live profile), for the agent to pick the player to link.
+        Every live match is offered, also when the gateway did not link on its own (several accounts
+        share the address, or the sender's domain failed DMARC): the agent decides. Empty for a linked
+        ticket or one without a sender address. Players the agent may not read are left out; shown
+        personal data is masked as on the player page, and the offer is on the audit record."""
+        if actor.operator is None:
+            raise Forbidden("an agent links tickets to players, with their operator session")
+        op = actor.operator
+        t = await self._load(ticket_id, actor, "ticket.read")
+        if t.player_id is not None or not t.sender_email or self.contacts is None:
+            return []
+        out: list[PlayerCandidate] = []
+        for pid in await self.contacts.candidates(t.brand, t.sender_email):
+            try:
+                state, resource = await player_resource(self.bo, pid)
+            except NotFound:
+                continue
+            if not self.bo.policy.decide(op.subject, "player.read", resource).allowed:
+                continue
+            profile = state.get("profile") or {}
+            shown = self.bo.policy.mask(op.subject, {k: profile.get(k) for k in CANDIDATE_FIELDS}, resource)
+            clear = self.bo.policy.decide(op.subject, self.bo.policy.pii_permission, resource).allowed
+            out.append(PlayerCandidate(player_id=pid, masked=not clear, **shown))
+        if out:
+            await self._audit(actor, "ticket.player_candidates", t,
+                              after={"players": [str(c.player_id) for c in out],
+                                     "masked": [str(c.player_id) for c in out if c.masked]})
+        return out
 
     async def _check_assignment(self, t: Ticket, body: TicketUpdate, actor: Actor) -> None:
         if body.team is not None and self.routing.team(body.team) is None:

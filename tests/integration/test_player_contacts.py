@@ -157,6 +157,54 @@ async def test_an_address_two_players_share_links_neither(stack: Settings, db: S
     msg = mail(email, "Which account", "hello", headers=dmarc_pass(stack))
     assert (await send(msg))[0] == 250
     assert (await ticket(agent, ticket_of(msg)))["ticket"]["player_id"] is None
+    # The agent is offered both accounts, to decide which one wrote.
+    offered = await candidates(agent, ticket_of(msg))
+    assert {c["player_id"] for c in offered} == {first, second}
+    page = await agent.client.get(f"{DASHBOARD}/tickets/{ticket_of(msg)}")
+    assert 'data-testid="player-candidates"' in page.text and first in page.text and second in page.text
+
+
+# ------------------------------------------------------------------------------------------ candidates
+
+
+async def candidates(agent: LoggedIn, ticket_id: UUID | str) -> list[dict[str, Any]]:
+    r = await agent.client.get(f"{HELPDESK}/tickets/{ticket_id}/player-candidates")
+    assert r.status_code == 200, r.text
+    found: list[dict[str, Any]] = r.json()
+    return found
+
+
+async def test_an_unverified_senders_player_is_offered_masked_and_the_offer_is_audited(
+    db: Session, agent: LoggedIn, compliance: LoggedIn
+) -> None:
+    email = address()
+    player_id, _ = await register_player(email=email)  # Maria Borg
+    await wait_indexed(db, email, player_id)
+    msg = mail(email, "No verdict", "the gateway does not link this on its own")
+    assert (await send(msg))[0] == 250
+    tid = ticket_of(msg)
+    assert (await ticket(agent, tid))["ticket"]["player_id"] is None
+    [offer] = await candidates(agent, tid)
+    assert offer["player_id"] == player_id
+    if offer["masked"]:  # a support agent without the PII permission sees the masked profile
+        assert offer["email"] != email and offer["first_name"] != "Maria"
+    else:
+        assert (offer["email"], offer["first_name"]) == (email, "Maria")
+    entries = await audit_entries(compliance, action="ticket.player_candidates", target_id=str(tid))
+    assert entries and player_id in str(entries[0]["after"])
+    # Once linked, nobody is offered any more.
+    version = (await ticket(agent, tid))["ticket"]["version"]
+    r = await agent.client.post(f"{HELPDESK}/tickets/{tid}/player", json={"player_id": player_id, "version": version})
+    assert r.status_code == 200, r.text
+    assert await candidates(agent, tid) == []
+
+
+async def test_an_unknown_sender_or_ticket_gets_no_candidates(stack: Settings, agent: LoggedIn) -> None:
+    msg = mail(address(), "Who am I", "not a player", headers=dmarc_pass(stack))
+    assert (await send(msg))[0] == 250
+    assert await candidates(agent, ticket_of(msg)) == []
+    r = await agent.client.get(f"{HELPDESK}/tickets/{uuid.uuid4()}/player-candidates")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
 
 
 # ------------------------------------------------------------------------------------------ an agent links
