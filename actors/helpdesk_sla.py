@@ -150,6 +150,10 @@ class SlaScheduler:
         self._lock = asyncio.Lock()
         self._scan_lock = asyncio.Lock()
         self.done: OrderedDict[tuple[str, str, int, str], None] = OrderedDict()  # fired and finished
+        # Per open clock, as last evaluated (the same OpenClock object while its index row is unchanged):
+        # the instant before which nothing more can fall due (None: never, e.g. paused), once every
+        # event due at that scan was finished. Such a clock is not evaluated again before then.
+        self._quiet: dict[uuid.UUID, tuple[OpenClock, datetime | None]] = {}
         self.last_autoclose = 0.0
         self.last: dict[str, Any] = {}
         self.totals = {"scans": 0, "warnings": 0, "breaches": 0, "escalations": 0, "autoclosed": 0, "errors": 0}
@@ -244,28 +248,40 @@ class SlaScheduler:
         assert self.clocks is not None
         opens = await self.clocks.open_subjects(self.brands)
         counts["open"] = len(opens)
-        subjects: list[SlaSubject] = []
-        by_key: dict[str, OpenClock] = {}
+        known, self._quiet = self._quiet, {}
         for o in opens:
             if o.clock.last_at is not None and o.clock.last_at > now:
                 continue  # written by a clock ahead of ours: evaluated at a later scan
-            subject = self.clocks.subject(o.ticket_id, o.priority, o.category, o.clock)
-            if subject is not None:
-                subjects.append(subject)
-                by_key[subject.key] = o
-        for event in sla.due_events(subjects, now).events:
-            key = (event.key, event.target, event.cycle, event.kind)
-            if key in self.done:
+            quiet = known.get(o.ticket_id)
+            if quiet is not None and quiet[0] is o and (quiet[1] is None or now < quiet[1]):
+                self._quiet[o.ticket_id] = quiet
                 continue
-            counts["due"] += 1
-            try:
-                if await self._fire(event, by_key[event.key], now, counts):
-                    self._remember(key)
-            except Exception:
-                counts["errors"] += 1
-                ERRORS.labels("fire").inc()
-                log.warning("ticket %s: SLA %s of %s not finished; retried next scan", event.key, event.kind,
-                            event.target, exc_info=True)
+            subject = self.clocks.subject(o.ticket_id, o.priority, o.category, o.clock)
+            if subject is None:
+                continue
+            scan = sla.due_events([subject], now)
+            finished = True
+            for event in scan.events:
+                finished = await self._fire_once(event, o, now, counts) and finished
+            if finished:
+                self._quiet[o.ticket_id] = (o, scan.next_at)
+
+    async def _fire_once(self, event: DueEvent, o: OpenClock, now: datetime, counts: dict[str, Any]) -> bool:
+        """Fire `event` unless it was finished before; True once it is finished for good."""
+        key = (event.key, event.target, event.cycle, event.kind)
+        if key in self.done:
+            return True
+        counts["due"] += 1
+        try:
+            if await self._fire(event, o, now, counts):
+                self._remember(key)
+                return True
+        except Exception:
+            counts["errors"] += 1
+            ERRORS.labels("fire").inc()
+            log.warning("ticket %s: SLA %s of %s not finished; retried next scan", event.key, event.kind,
+                        event.target, exc_info=True)
+        return False
 
     def _remember(self, key: tuple[str, str, int, str]) -> None:
         self.done[key] = None

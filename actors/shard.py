@@ -52,7 +52,7 @@ from domain import features as crm_features
 from domain.errors import Forbidden, NotFound, NotHomeRegion, PitbossError, StaleOwner, Unavailable
 from domain.player import AnyCommand, Decision, view
 from domain.player_links import normalize_email
-from schemas.commands import RegisterPlayer, event_command
+from schemas.commands import AuthorizeDeposit, RegisterPlayer, event_command
 from schemas.events import EventEnvelope, PitbossEvent
 from schemas.state import PlayerState, decode_state, encode_state
 
@@ -357,6 +357,7 @@ class PlayerShard:
         new_ids: list[int],
         created: bool,
         outbox: list[Any] | None = None,
+        features: bool = True,
     ) -> None:
         async with self._durable([pid]):
             epoch = await self._epoch_for(act.home)
@@ -364,7 +365,7 @@ class PlayerShard:
                 await self.store.write_many(self._creation(pid, act, entries, state, new_ids, epoch))
             else:
                 await self.store.append(pid, entries, epoch, outbox or ())
-        self._advance(pid, act, state, entries, new_ids, created)
+        self._advance(pid, act, state, entries, new_ids, created, features)
 
     @asynccontextmanager
     async def _durable(self, pids: list[UUID]) -> AsyncIterator[None]:
@@ -381,12 +382,15 @@ class PlayerShard:
             raise Unavailable("the players' state could not be stored; retry") from None
 
     def _advance(
-        self, pid: UUID, act: Active, state: PlayerState, entries: list[JournalEntry], new_ids: list[int], created: bool
+        self, pid: UUID, act: Active, state: PlayerState, entries: list[JournalEntry], new_ids: list[int],
+        created: bool, features: bool = True,
     ) -> None:
-        """The entries are durable: the player's cached state moves on."""
+        """The entries are durable: the player's cached state moves on. `features`: the turn may have
+        changed what the CRM features are computed from (profile, exclusions, counters)."""
         act.state = _pack_state(state)
-        self._dirty[pid] = state
-        self._features_wake.set()
+        if features or pid in self._dirty:
+            self._dirty[pid] = state
+            self._features_wake.set()
         act.seen = add_ids(act.seen, new_ids)
         act.seq = entries[-1].seq
         if created:
@@ -441,7 +445,9 @@ class PlayerShard:
                 entry = JournalEntry(seq + 1, cmd.command_id or uuid.uuid4().hex, kind, body, now)
                 ids = [id_hash(cmd.command_id)] if cmd.command_id else []
                 outbox = [] if created else self._outbox_rows(act.home, decision, now)
-                await self._persist(pid, act, [entry], decision.state, ids, created, outbox)
+                # A hold is not a feature: an authorization costs no feature row or segment update.
+                await self._persist(pid, act, [entry], decision.state, ids, created, outbox,
+                                    features=not isinstance(cmd, AuthorizeDeposit))
                 if outbox:
                     self._outbox_wake.set()
             return decision.status, decision.body

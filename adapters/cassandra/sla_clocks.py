@@ -209,6 +209,8 @@ class SlaClocks:
     def __init__(self, session: Session, policies: SlaPolicySet) -> None:
         self.session = session
         self.policies = policies
+        # The last scan's rows, decoded: most open clocks do not change between two scans.
+        self._decoded: dict[UUID, tuple[tuple[str, str, str, str, int], OpenClock]] = {}
         p = session.prepare
         self._event_put = p("INSERT INTO ticket_sla_events (ticket_id, at, seq, event_id, kind) VALUES (?, ?, ?, ?, ?)")
         self._events = p("SELECT at, seq, event_id, kind FROM ticket_sla_events WHERE ticket_id = ?")
@@ -409,17 +411,26 @@ class SlaClocks:
         """Every unsolved clock of the open index (of `brands` only, when given): OPEN_BUCKETS reads."""
         parts = await asyncio.gather(*(self._run(self._open_scan, (b,), "scan") for b in range(OPEN_BUCKETS)))
         out: list[OpenClock] = []
+        known, self._decoded = self._decoded, {}
         for rows in parts:
             for r in rows:
                 if brands is not None and r["brand"] not in brands:
+                    continue
+                row = (r["brand"], r["priority"], r["category"], r["clock"], r["version"] or 0)
+                cached = known.get(r["ticket_id"])
+                if cached is not None and cached[0] == row:
+                    # The same object for an unchanged row: the scheduler keys its own memo on it.
+                    out.append(cached[1])
+                    self._decoded[r["ticket_id"]] = cached
                     continue
                 try:
                     clock = clock_from_json(r["clock"])
                 except (ValueError, KeyError, TypeError):
                     log.error("ticket %s: unreadable clock in the SLA index; skipped", r["ticket_id"])
                     continue
-                out.append(OpenClock(r["ticket_id"], r["brand"], r["priority"], r["category"], clock,
-                                     r["version"] or 0))
+                o = OpenClock(r["ticket_id"], r["brand"], r["priority"], r["category"], clock, row[4])
+                self._decoded[r["ticket_id"]] = (row, o)
+                out.append(o)
         return out
 
     async def reindex(self, stored: StoredClock) -> None:
