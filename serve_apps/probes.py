@@ -22,10 +22,12 @@ async def timed(name: str, probe: Awaitable[Any]) -> tuple[str, dict[str, Any]]:
     return name, state
 
 
-async def health(region: str, **probes: Awaitable[Any]) -> JSONResponse:
-    """200 when every probe answers within 3 s, else 503; each dependency's state either way."""
+async def health(region: str, optional: frozenset[str] = frozenset(), **probes: Awaitable[Any]) -> JSONResponse:
+    """Each dependency's state. 200 `up` when every probe answers within 3 s; 200 `degraded` when
+    only `optional` ones (the app serves without them) are down; else 503 `down`, so a load balancer
+    takes the replica out only when it cannot serve."""
     checks = dict(await asyncio.gather(*(timed(name, probe) for name, probe in probes.items())))
-    ok = all(c["status"] == "up" for c in checks.values())
-    return JSONResponse(
-        {"status": "up" if ok else "down", "region": region, "checks": checks}, status_code=200 if ok else 503
-    )
+    failed = {name for name, c in checks.items() if c["status"] != "up"}
+    status = "up" if not failed else "degraded" if failed <= optional else "down"
+    return JSONResponse({"status": status, "region": region, "checks": checks},
+                        status_code=503 if status == "down" else 200)

@@ -16,10 +16,17 @@ from serve_apps.probes import health
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Each dependency's state; 503 if any is down")
+# The platform API answers without these: deposits and events go to the shards over HTTP. Their
+# outage is reported (`degraded`) without taking the replica out of a load balancer.
+OPTIONAL = frozenset({"redis", "rabbitmq", "consumers"})
+
+
+@router.get("/healthz", summary="Each dependency's state; `degraded` (200) if only Redis or the bus is down, "
+                                "503 if Cassandra or the shards are")
 async def healthz(app: Platform, _: None = Public) -> JSONResponse:
     return await health(
         app.settings.region,
+        OPTIONAL,
         cassandra=app.probe_cassandra(),
         redis=app.probe_redis(),
         rabbitmq=app.probe_rabbitmq(),

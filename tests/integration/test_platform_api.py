@@ -293,3 +293,30 @@ async def test_a_brand_cannot_reach_another_brands_player(api: httpx.AsyncClient
         r = await rival.post("/events", json={"events": [bet(pid, 5)]})
         assert r.json()["results"][0]["status"] == "rejected"
     assert (await api.get(f"/players/{pid}")).json()["version"] == 1
+
+
+async def test_a_frozen_redis_leaves_the_platform_serving_and_reports_degraded(api: httpx.AsyncClient) -> None:
+    import os
+    import signal
+
+    from cluster.local.stack import recorded
+
+    redis = recorded("redis")
+    if redis is None:
+        pytest.skip("Redis is not a process of the local stack here")
+    pid = await register(api)
+    os.kill(redis.pid, signal.SIGSTOP)  # hangs every Redis call, the worst kind of outage
+    try:
+        health = await api.get("/healthz")
+        assert health.status_code == 200, health.text
+        body = health.json()
+        assert body["status"] == "degraded" and body["checks"]["redis"]["status"] == "down"
+        assert body["checks"]["cassandra"]["status"] == "up"
+        r = await api.post(f"/players/{pid}/deposits/authorize",
+                           json={"tx_id": new_id(), "amount_minor": 500, "currency": "EUR"})
+        assert r.status_code == 200 and r.json()["decision"] == "allow", r.text
+        events = await api.post("/events", json={"events": [bet(pid, 300)]})
+        assert events.status_code == 200 and events.json()["accepted"] == 1, events.text
+    finally:
+        os.kill(redis.pid, signal.SIGCONT)
+    assert (await api.get("/healthz")).json()["status"] == "up"
