@@ -6,6 +6,7 @@ Bound at the bottom by `build_app`, deployed from the Serve config in `cluster/s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -53,6 +54,7 @@ class PlatformAPI:
         self.key_cache = KeyCache(self.settings.api_key_cache_seconds)
         self.redis = redis_client(self.settings, socket_timeout=2)
         self._amqp: Any = None
+        self._closing: set[asyncio.Task[None]] = set()
         for brand, key in self.settings.bootstrap_keys():
             self.keys.install_blocking(brand, key, "bootstrap (PITBOSS_BOOTSTRAP_API_KEYS)")
         for consumer in self.consumers:
@@ -71,8 +73,19 @@ class PlatformAPI:
         await self.redis.ping()
 
     async def probe_rabbitmq(self) -> None:
+        """A round trip to the broker (a channel opened and closed): a hung broker keeps its TCP
+        connection open, so the connection's state alone would still say up."""
         if self._amqp is None or self._amqp.is_closed:
             self._amqp = await aio_pika.connect(self.settings.rabbitmq_url, timeout=2)
+        try:
+            channel = await self._amqp.channel(publisher_confirms=False)
+            await channel.close()
+        except BaseException:
+            stale, self._amqp = self._amqp, None  # reconnect at the next probe
+            closing = asyncio.get_running_loop().create_task(_close_quietly(stale))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+            raise
 
     async def probe_shards(self) -> dict[str, Any]:
         stats = await self.router.stats()
@@ -85,6 +98,11 @@ class PlatformAPI:
         if not all(s["running"] for s in states):
             raise RuntimeError("a consumer is not running")
         return {str(s["index"]): s["counts"] for s in states}
+
+
+async def _close_quietly(connection: Any) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(connection.close(), 5.0)
 
 
 def build_app(args: dict[str, str]) -> Application:

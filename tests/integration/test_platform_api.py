@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -295,22 +298,34 @@ async def test_a_brand_cannot_reach_another_brands_player(api: httpx.AsyncClient
     assert (await api.get(f"/players/{pid}")).json()["version"] == 1
 
 
-async def test_a_frozen_redis_leaves_the_platform_serving_and_reports_degraded(api: httpx.AsyncClient) -> None:
-    import os
-    import signal
-
+def _stack_process(name: str) -> int:
+    """The pid to freeze of a local-stack service (RabbitMQ's is the Erlang VM under its script)."""
     from cluster.local.stack import recorded
 
-    redis = recorded("redis")
-    if redis is None:
-        pytest.skip("Redis is not a process of the local stack here")
+    rec = recorded(name)
+    if rec is None:
+        pytest.skip(f"{name} is not a process of the local stack here")
+    if name == "rabbitmq":
+        children = Path(f"/proc/{rec.pid}/task/{rec.pid}/children").read_text().split()
+        beams = [int(c) for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "beam.smp"]
+        if not beams:
+            pytest.skip("RabbitMQ's Erlang VM not found under its script")
+        return beams[0]
+    return rec.pid
+
+
+@pytest.mark.parametrize("service", ["redis", "rabbitmq"])
+async def test_a_frozen_redis_or_broker_leaves_the_platform_serving_and_reports_degraded(
+    api: httpx.AsyncClient, service: str
+) -> None:
     pid = await register(api)
-    os.kill(redis.pid, signal.SIGSTOP)  # hangs every Redis call, the worst kind of outage
+    frozen = _stack_process(service)
+    os.kill(frozen, signal.SIGSTOP)  # every call hangs: the worst kind of outage, and no TCP reset
     try:
         health = await api.get("/healthz")
         assert health.status_code == 200, health.text
         body = health.json()
-        assert body["status"] == "degraded" and body["checks"]["redis"]["status"] == "down"
+        assert body["status"] == "degraded" and body["checks"][service]["status"] == "down", body
         assert body["checks"]["cassandra"]["status"] == "up"
         r = await api.post(f"/players/{pid}/deposits/authorize",
                            json={"tx_id": new_id(), "amount_minor": 500, "currency": "EUR"})
@@ -318,5 +333,10 @@ async def test_a_frozen_redis_leaves_the_platform_serving_and_reports_degraded(a
         events = await api.post("/events", json={"events": [bet(pid, 300)]})
         assert events.status_code == 200 and events.json()["accepted"] == 1, events.text
     finally:
-        os.kill(redis.pid, signal.SIGCONT)
-    assert (await api.get("/healthz")).json()["status"] == "up"
+        os.kill(frozen, signal.SIGCONT)
+    for _ in range(20):  # the probe reconnects to the broker on its next call
+        if (await api.get("/healthz")).json()["status"] == "up":
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError(f"/healthz did not come back up after {service} resumed")
