@@ -228,14 +228,18 @@ async def player_resource(bo: BackOffice, player_id: UUID) -> tuple[dict[str, An
     if bo.players is None:
         raise NotFound("players are not served here")
     state = await bo.players.read(player_id, None)
-    resource = Resource(
+    return state, await resource_of_player(bo, player_id, state)
+
+
+async def resource_of_player(bo: BackOffice, player_id: UUID, state: dict[str, Any]) -> Resource:
+    """The player as the policy sees them, from a live state the caller has already read."""
+    return Resource(
         kind="player",
         id=str(player_id),
         brand=state["brand"],
         jurisdiction=state["profile"]["country"],
         vip_manager=await bo.vip.manager_of(player_id),
     )
-    return state, resource
 
 
 async def read_player(bo: BackOffice, op: Operator, player_id: UUID) -> dict[str, Any]:

@@ -128,14 +128,14 @@ async def ticket(ticket_id: UUID, request: Request, op: Annotated[Operator, Requ
     current = view.ticket.status
     moves = [current, *sorted(s for s in TRANSITIONS[current] if s != "closed")]
     by_id = {a.attachment_id: a for a in view.attachments}
-    can_link = _can(bo, op, "ticket.write")
-    linkable = can_link and view.ticket.player_id is None
+    may_write = _can(bo, op, "ticket.write")
+    linkable = may_write and view.ticket.player_id is None
     candidates = await hd.player_candidates(ticket_id, Actor.agent(op)) if linkable else []
     return page(request, bo, "ticket.html", op, section="tickets", v=view, t=view.ticket, due=_first_due(view.sla),
                 moves=moves, priorities=get_args(Priority), teams=[t.name for t in hd.routing.teams], agents=names,
-                attachments_by_id=by_id, can_write=_can(bo, op, "ticket.write") and current != "closed",
+                attachments_by_id=by_id, can_write=may_write and current != "closed",
                 can_assign=_can(bo, op, "ticket.assign"), me_id=op.id, new_message_id=uuid4(),
-                can_link=can_link, candidates=candidates)
+                can_link=may_write, candidates=candidates)
 
 
 @router.post("/tickets/{ticket_id}/messages")

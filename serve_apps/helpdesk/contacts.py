@@ -32,19 +32,21 @@ class SenderResolver:
         self.contacts = contacts
         self.players = players
 
-    async def _live(self, brand: str, email: str) -> dict[UUID, tuple[str, str | None]]:
-        """The index's candidates for (brand, email) that still exist, with their live (brand, email)."""
+    async def _live(self, brand: str, email: str) -> dict[UUID, dict[str, Any]]:
+        """The index's candidates for (brand, email) that still exist, with their live state."""
         listed = await self.contacts.players(brand, email)
-        profiles = await asyncio.gather(*(self._profile(pid, brand) for pid in listed))
-        return {pid: live for pid, live in zip(listed, profiles, strict=True) if live is not None}
+        states = await asyncio.gather(*(self._state(pid, brand) for pid in listed))
+        return {pid: state for pid, state in zip(listed, states, strict=True) if state is not None}
 
-    async def candidates(self, brand: str, address: str) -> list[UUID]:
-        """The players of `brand` whose live profile has `address`, in index order (for an agent to choose)."""
+    async def candidates(self, brand: str, address: str) -> dict[UUID, dict[str, Any]]:
+        """The players of `brand` whose live profile has `address`, in index order (for an agent to
+        choose), each with the live state just read."""
         email = normalize_email(address)
         if email is None:
-            return []
+            return {}
         live = await self._live(brand, email)
-        return [pid for pid, profile in live.items() if verified_player(brand, email, {pid: profile}) == pid]
+        return {pid: state for pid, state in live.items()
+                if verified_player(brand, email, {pid: _address(state)}) == pid}
 
     async def resolve(self, brand: str, address: str) -> UUID | None:
         """The one player `address` names in `brand`, or None (unknown, stale index row, or shared)."""
@@ -52,14 +54,18 @@ class SenderResolver:
         if email is None:
             return None
         live = await self._live(brand, email)
-        found = verified_player(brand, email, live)
+        found = verified_player(brand, email, {pid: _address(state) for pid, state in live.items()})
         if found is None and len(live) > 1:
             log.info("several players of brand %s are indexed under the sender's address: left for an agent", brand)
         return found
 
-    async def _profile(self, player_id: UUID, brand: str) -> tuple[str, str | None] | None:
+    async def _state(self, player_id: UUID, brand: str) -> dict[str, Any] | None:
         try:
-            state = await self.players.read(player_id, brand)
+            return await self.players.read(player_id, brand)
         except (NotFound, Forbidden):  # gone, or (a stale row) of another brand
             return None
-        return str(state["brand"]), (state.get("profile") or {}).get("email")
+
+
+def _address(state: dict[str, Any]) -> tuple[str, str | None]:
+    """A live state's (brand, profile email), as `verified_player` takes it."""
+    return str(state["brand"]), (state.get("profile") or {}).get("email")

@@ -74,7 +74,7 @@ from schemas.tickets import (
     TimelineItem,
 )
 from serve_apps.backoffice import auditing
-from serve_apps.backoffice.actions import player_resource
+from serve_apps.backoffice.actions import resource_of_player
 from serve_apps.backoffice.deps import Operator, authorize, backoffice
 from serve_apps.backoffice.runtime import BackOffice
 from serve_apps.helpdesk.contacts import SenderResolver
@@ -542,11 +542,8 @@ class HelpDesk:
         if t.player_id is not None or not t.sender_email or self.contacts is None:
             return []
         out: list[PlayerCandidate] = []
-        for pid in await self.contacts.candidates(t.brand, t.sender_email):
-            try:
-                state, resource = await player_resource(self.bo, pid)
-            except NotFound:
-                continue
+        for pid, state in (await self.contacts.candidates(t.brand, t.sender_email)).items():
+            resource = await resource_of_player(self.bo, pid, state)
             if not self.bo.policy.decide(op.subject, "player.read", resource).allowed:
                 continue
             profile = state.get("profile") or {}
