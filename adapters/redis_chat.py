@@ -7,6 +7,11 @@ hub that carries frames between the replicas holding a chat's sockets.
 - Claims: `pitboss:chat:cid:<ticket>:<client_id>` holds `p:<seq>` while the line is being stored
   (expires after `PENDING_MS`, so a writer that died does not block the resend for long), then
   `<seq>` for a day: a resend within the day is answered with the first ack.
+- Copy queue: `pitboss:chat:pending`, a sorted set of the chats with lines not yet copied into
+  their tickets (score: when the oldest of them was stored, ms; ZADD LT), added to in the same round
+  trip that publishes a line; `pitboss:chat:agent:<operator>` holds the context an agent's lines are
+  copied (authorized and audited) with, written with each of their lines. `CopyQueue` is the side
+  the help-desk worker reads (serve_apps/helpdesk/transcripts.py).
 - Hub: one subscriber connection per replica; sockets register an `asyncio.Queue` per channel.
   Channels: `pitboss:chat:t:<ticket>` (lines and typing of a chat), `pitboss:chat:a:<operator>`
   (chats newly assigned to an agent). When the subscriber connection drops, every queue gets a
@@ -19,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +41,27 @@ PENDING_MS = 10_000
 CLAIM_SECONDS = 24 * 3600
 SEQ_IDLE_SECONDS = 7 * 24 * 3600
 _HUB = "pitboss:chat:hub"
+COPY_QUEUE = "pitboss:chat:pending"
+AGENT_SECONDS = 7 * 24 * 3600
+COPIED_SECONDS = 7 * 24 * 3600
 GAP: dict[str, Any] = {"type": "_gap"}
 
+# KEYS: copy queue. ARGV: ticket, due before (ms), lease until (ms). -> 1 leased | 0 not due
+_LEASE = """
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s or tonumber(s) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+# KEYS: copy queue. ARGV: ticket, lease (ms), due again at (ms, 0: done). A score that is not the
+# lease is a line stored since: it stays.
+_SETTLE = """
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s or tonumber(s) ~= tonumber(ARGV[2]) then return 0 end
+if tonumber(ARGV[3]) > 0 then redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+else redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 1
+"""
 # KEYS: seq counter, client claim. ARGV: pending ms, counter idle seconds.
 # -> {0, prior claim} a resend | {1, seq} a new line | {2, ""} the counter must be seeded first
 _NEXT = """
@@ -66,6 +91,14 @@ def _claim_key(ticket_id: UUID, client_id: UUID) -> str:
     return f"pitboss:chat:cid:{ticket_id}:{client_id}"
 
 
+def _agent_key(operator_id: str) -> str:
+    return f"pitboss:chat:agent:{operator_id}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """The outcome of `ChatHub.claim`: a new line's seq, or the seq of an earlier send of the same
@@ -91,8 +124,9 @@ def _offer(queue: asyncio.Queue[dict[str, Any]], frame: dict[str, Any]) -> None:
 
 
 class ChatHub:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, copy_queue: str = COPY_QUEUE) -> None:
         self.commands = redis_client(settings)
+        self.copy_queue = copy_queue
         # The subscriber blocks on reads by design: no socket timeout, a health check instead.
         self._listener = redis_client(settings, socket_timeout=None, health_check_interval=30)
         self._next = self.commands.register_script(_NEXT)
@@ -118,17 +152,31 @@ class ChatHub:
             raise Unavailable("chat is unavailable (Redis): resend the message") from exc
         raise Unavailable("chat sequence could not be seeded: resend the message")
 
-    async def settle_and_publish(self, ticket_id: UUID, client_id: UUID, seq: int, frame: dict[str, Any]) -> None:
-        """`settle` and `publish` of a stored line in one round trip. On a Redis failure the line is
-        still stored, and sockets get it by replay; the pending claim expires, and a resend after that
-        stores the line again under a new seq (same message id: the ticket keeps one copy)."""
+    async def settle_and_publish(self, ticket_id: UUID, client_id: UUID, seq: int, frame: dict[str, Any],
+                                 agent: tuple[str, str] | None = None) -> None:
+        """`settle` and `publish` of a stored line, its chat queued for copying and (an agent's line)
+        `agent` = (operator id, context) kept for the copy, in one round trip. On a Redis failure
+        the line is still stored, and sockets get it by replay; the pending claim expires, and a
+        resend after that stores the line again under a new seq (same message id: the ticket keeps
+        one copy); the chat is queued again when a socket opens on it."""
         pipe = self.commands.pipeline(transaction=False)
         pipe.set(_claim_key(ticket_id, client_id), str(seq), ex=CLAIM_SECONDS)
         pipe.publish(ticket_channel(ticket_id), _encode(frame))
+        pipe.zadd(self.copy_queue, {str(ticket_id): _now_ms()}, lt=True)
+        if agent is not None:
+            pipe.set(_agent_key(agent[0]), agent[1], ex=AGENT_SECONDS)
         try:
             await pipe.execute()
         except RedisError as exc:
             log.warning("chat %s: settling and publishing line %d failed: %s", ticket_id, seq, exc)
+
+    async def queue_copy(self, ticket_id: UUID) -> None:
+        """Queue a chat for copying (a socket opened on it: lines a writer stored but could not queue
+        are caught up). Best effort: the next line queues it too."""
+        try:
+            await self.commands.zadd(self.copy_queue, {str(ticket_id): _now_ms()}, lt=True)
+        except RedisError as exc:
+            log.warning("chat %s: queueing the transcript copy failed: %s", ticket_id, exc)
 
     async def release(self, ticket_id: UUID, client_id: UUID) -> None:
         """Storing failed: a resend may try again at once (the seq stays unused)."""
@@ -141,20 +189,6 @@ class ChatHub:
             return None
         text = value.decode() if isinstance(value, bytes) else str(value)
         return Claim(int(text.removeprefix("p:")), False, text.startswith("p:"))
-
-    async def get_json(self, key: str) -> Any:
-        value = await self.commands.get(key)
-        return json.loads(value) if value else None
-
-    async def set_json(self, key: str, value: Any, seconds: int) -> None:
-        await self.commands.set(key, json.dumps(value), ex=seconds)
-
-    async def lock(self, key: str, ms: int) -> bool:
-        return bool(await self.commands.set(key, "1", nx=True, px=ms))
-
-    async def unlock(self, key: str) -> None:
-        with contextlib.suppress(RedisError):
-            await self.commands.delete(key)
 
     # ------------------------------------------------------------------------ pub/sub
 
@@ -242,3 +276,45 @@ class ChatHub:
                 await self._pubsub.aclose()
         await self._listener.aclose()
         await self.commands.aclose()
+
+
+class CopyQueue:
+    """The transcript copier's side of the copy queue (see the module docstring). A copier leases a
+    due chat (its score moves past the lease's end, so no other copier takes it), and settles the
+    lease when done: off the queue, or due again later. A line stored meanwhile lowers the score to
+    its own time (ZADD LT), so the lease no longer matches and the chat stays queued; a copier that
+    died leaves a lease that simply falls due again."""
+
+    def __init__(self, settings: Settings, key: str = COPY_QUEUE) -> None:
+        self.commands = redis_client(settings)
+        self.key = key
+        self._lease = self.commands.register_script(_LEASE)
+        self._settle = self.commands.register_script(_SETTLE)
+
+    async def due(self, stored_before_ms: int, limit: int) -> list[UUID]:
+        """Queued chats whose first uncopied line was stored before the instant, oldest first."""
+        raw = await self.commands.zrangebyscore(self.key, "-inf", stored_before_ms, start=0, num=limit)
+        return [UUID(v.decode() if isinstance(v, bytes) else str(v)) for v in raw]
+
+    async def lease(self, ticket_id: UUID, due_before_ms: int, until_ms: int) -> bool:
+        """Take a due chat until `until_ms`; False when it is not due (any more): another copier has it."""
+        return bool(await self._lease(keys=[self.key], args=[str(ticket_id), due_before_ms, until_ms]))
+
+    async def settle(self, ticket_id: UUID, lease_ms: int, again_at_ms: int | None = None) -> None:
+        """End a lease: the chat leaves the queue, or is due again at `again_at_ms`; unless a line
+        stored during the lease queued it anew."""
+        await self._settle(keys=[self.key], args=[str(ticket_id), lease_ms, again_at_ms or 0])
+
+    async def size(self) -> int:
+        return int(await self.commands.zcard(self.key))
+
+    async def agent(self, operator_id: str) -> str | None:
+        value = await self.commands.get(_agent_key(operator_id))
+        return value.decode() if isinstance(value, bytes) else value
+
+    async def copied(self, ticket_id: UUID) -> int:
+        """The seq up to which the chat's lines are in its ticket (0: none yet)."""
+        return int(await self.commands.get(f"pitboss:chat:copied:{ticket_id}") or 0)
+
+    async def set_copied(self, ticket_id: UUID, seq: int) -> None:
+        await self.commands.set(f"pitboss:chat:copied:{ticket_id}", str(seq), ex=COPIED_SECONDS)

@@ -253,8 +253,9 @@ async def run(target: Target, opts: ChatOptions) -> Report:
     report.notes.append("delivery = player's send until the agent's socket receives the line: stored in Cassandra "
                         "(chat_lines), published on Redis, pushed by the helpdesk replica; one client process "
                         "times both ends on one clock, so its own event-loop delay is included")
-    report.notes.append("copying into the ticket (one ticket commit per chat per copy, paced per replica by "
-                        "PITBOSS_CHAT_COPIES_PER_SECOND) is off the delivery path")
+    report.notes.append("copying into the ticket (one ticket commit per chat per copy, at most "
+                        "PITBOSS_CHAT_COPIES_PER_SECOND a second per worker replica) runs in the help-desk worker, "
+                        "off the delivery path and out of the sockets' process")
     if errors:
         report.notes.append(f"first error: {errors[0]}")
     if interrupted:

@@ -1151,12 +1151,23 @@ def dashboard_url() -> str:
     return f"http://{host}:{DASHBOARD_PORT}"
 
 
-def serve_failures() -> list[str]:
+def serve_applications() -> dict[str, Any]:
     try:
-        apps = dashboard_get("/api/serve/applications/").get("applications", {})
+        return dict(dashboard_get("/api/serve/applications/").get("applications", {}))
     except (OSError, ValueError, AttributeError):
-        return []
-    return [f"{name}: {app.get('message', '')}" for name, app in apps.items() if app.get("status") == "DEPLOY_FAILED"]
+        return {}
+
+
+def serve_failures() -> list[str]:
+    return [f"{name}: {app.get('message', '')}" for name, app in serve_applications().items()
+            if app.get("status") == "DEPLOY_FAILED"]
+
+
+def serve_all_running() -> bool:
+    """Every application up, not only the platform: one whose replicas keep failing to start stays
+    DEPLOYING (Serve retries it) and must not pass for deployed."""
+    apps = serve_applications()
+    return bool(apps) and all(app.get("status") == "RUNNING" for app in apps.values())
 
 
 def migrate(two_dc: bool) -> None:
@@ -1209,13 +1220,16 @@ def deploy_serve(two_dc: bool) -> bool:
     run_step("serve deploy", argv, child_env(two_dc), timeout=180.0)
     say(f"serve: waiting for {HEALTHZ_URL}")
     deadline = time.monotonic() + SERVE_TIMEOUT
-    while not serve_healthy():
-        failures = serve_failures() if external("PITBOSS_RAY_ADDRESS") is None else []
+    local = external("PITBOSS_RAY_ADDRESS") is None
+    while not (serve_healthy() and (not local or serve_all_running())):
+        failures = serve_failures() if local else []
         if failures:
             raise StackError("serve deploy failed:\n" + "\n".join(failures))
         if time.monotonic() > deadline:
             code, body = http_get(HEALTHZ_URL)
-            raise StackError(f"serve: {HEALTHZ_URL} not 200 after {SERVE_TIMEOUT:.0f}s; last answer {code}: {body}")
+            states = {name: app.get("status") for name, app in serve_applications().items()}
+            raise StackError(f"serve: {HEALTHZ_URL} not 200 or not every application running after "
+                             f"{SERVE_TIMEOUT:.0f}s; last answer {code}: {body}; applications {states}")
         time.sleep(2.0)
     say("serve: healthy")
     # Serve replaced its replicas; the detached shards and consumers still run the old code.

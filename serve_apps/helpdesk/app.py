@@ -7,17 +7,14 @@ Bound at the bottom by `build_app`, deployed from the Serve config in `cluster/s
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
 
-from adapters.bus_consumer import QueueConsumer
-from adapters.cassandra.chat import ChatStore
 from adapters.settings import get_settings
 from serve_apps import problems
 from serve_apps.backoffice import deps
@@ -25,9 +22,7 @@ from serve_apps.backoffice.deps import BO, Public
 from serve_apps.backoffice.health import health_answer
 from serve_apps.backoffice.runtime import BackOffice
 from serve_apps.helpdesk import routes_chat, routes_kb, routes_kpis, routes_phone, routes_templates, routes_tickets
-from serve_apps.helpdesk.chat_moves import ChatMoveConsumer
-from serve_apps.helpdesk.kpi_facts import KpiFactConsumer
-from serve_apps.helpdesk.service import helpdesk
+from serve_apps.helpdesk.worker import HelpdeskWorker, bind_worker, worker_state
 from serve_apps.middleware import PitbossMiddleware
 
 app = FastAPI(
@@ -47,40 +42,20 @@ app.add_middleware(PitbossMiddleware, app_name="helpdesk", max_body_bytes=11 * 1
 
 @app.get("/healthz", tags=["operations"], summary="Each dependency's state; 503 if any is down")
 async def healthz(bo: BO, _: Annotated[None, Public] = None) -> JSONResponse:
-    return await health_answer(bo)
+    # The worker's background work (transcript copies, KPI facts, chat moves) can lag without
+    # stopping a request here: degraded, not down.
+    return await health_answer(bo, frozenset({"worker"}), worker=worker_state())
 
 
 @serve.deployment(name="HelpdeskAPI")
 @serve.ingress(app)
 class HelpdeskAPI:
-    async def __init__(self) -> None:  # type: ignore[misc]
+    async def __init__(self, worker: DeploymentHandle[Any]) -> None:  # type: ignore[misc]
         self.backoffice = BackOffice(get_settings())
         await self.backoffice.start()
         deps.bind(self.backoffice)
-        # Background consumers of the ticket events, on shared queues (every replica competes):
-        # the KPI fact writer and the chat consoles' reassignment notices.
-        bo = self.backoffice
-        hd = await helpdesk()
-        self.consumers: list[QueueConsumer] = [
-            ChatMoveConsumer(bo.settings, hd.tickets, await asyncio.to_thread(ChatStore, bo.session), bo.redis)]
-        if bo.settings.helpdesk_kpi_consumer:
-            self.consumers.append(KpiFactConsumer(bo.settings, await routes_kpis.kpi_facts(bo)))
-        loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(c.run(), name=f"consumer-{c.label}") for c in self.consumers]
-
-    async def check_health(self) -> None:
-        for task, consumer in zip(self.tasks, self.consumers, strict=True):
-            if task.done():
-                raise RuntimeError(f"the {consumer.label} consumer stopped")
-
-    async def __del__(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for consumer in self.consumers:
-            await consumer.stop()
+        bind_worker(worker)
 
 
 def build_app(args: dict[str, str]) -> Application:
-    return HelpdeskAPI.bind()  # type: ignore[attr-defined,no-any-return]
+    return HelpdeskAPI.bind(HelpdeskWorker.bind())  # type: ignore[attr-defined,no-any-return]

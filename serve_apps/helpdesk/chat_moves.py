@@ -2,7 +2,7 @@
 follow it learn it moved.
 
 `ChatMoveConsumer` reads `ticket.assigned` from the shared durable queue
-`PITBOSS_HELPDESK_CHAT_MOVES_QUEUE` (each help-desk replica consumes it; dead letters in
+`PITBOSS_HELPDESK_CHAT_MOVES_QUEUE` (each help-desk worker replica consumes it; dead letters in
 `<queue>.dlq`) and, for a chat ticket, from the ticket as it is NOW (a late or repeated event
 announces the current assignee, never a past one):
 

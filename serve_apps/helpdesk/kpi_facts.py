@@ -1,6 +1,6 @@
 """Help-desk KPI facts: who writes `ticket_kpi_facts` (schemas/cql/016) and how a report reads it.
 
-- `KpiFactConsumer`: each help-desk replica consumes the ticket events (`ticket.created`,
+- `KpiFactConsumer`: each help-desk worker replica consumes the ticket events (`ticket.created`,
   `ticket.status_changed`, `ticket.assigned`, agents' public `ticket.message_added`,
   `ticket.sla_breached`; the escalation that follows a breach is announced as `ticket.assigned`)
   from the shared durable queue `PITBOSS_HELPDESK_KPI_QUEUE` (competing

@@ -9,9 +9,10 @@
 
 The frame protocol is in `schemas/chat.py`. Storage decision (see schemas/cql/010_helpdesk_chat.cql):
 a line is stored in `chat_lines` (plain write, seq from Redis) before it is acknowledged or
-delivered, then copied into the ticket's messages in the background, in seq order, by
-`TranscriptCopier` (idempotent: the message id is derived from the line's client id), so the
-ticket's LWT is off the delivery path and the ticket stays the one place to read the conversation.
+delivered, then copied into the ticket's messages in the background, in seq order, by the help-desk
+worker's `TranscriptCopier` (transcripts.py; idempotent: the message id is derived from the line's
+client id), so the ticket's LWT is off the delivery path and out of this process, and the ticket
+stays the one place to read the conversation.
 Nothing lives only in a replica: a socket reconnected to another replica replays from Cassandra.
 """
 
@@ -47,22 +48,21 @@ from schemas.chat import (
     LeaveFrame,
     MessageFrame,
 )
-from schemas.tickets import MessageCreate, TicketCreate
+from schemas.tickets import TicketCreate
 from serve_apps.access import mark_permission, mark_service
 from serve_apps.backoffice.deps import BrandKey, Operator, authorize, backoffice, cookie_name, subject_of
 from serve_apps.backoffice.runtime import BackOffice
 from serve_apps.helpdesk.service import Actor, HelpDesk, helpdesk
+from serve_apps.helpdesk.transcripts import agent_context
 
 log = logging.getLogger("pitboss.chat")
 router = APIRouter(tags=["chat"])
 
 PERMISSION = "ticket.write"
 _FIRST = UUID("5d0f3a71-8c2b-4e19-b6a4-7e2c9d1f0b33")  # namespace of the client id of a session's first line
-_COPIED_SECONDS = 7 * 24 * 3600
 _SESSION_RECHECK = 30.0  # seconds between checks that an agent's session is still valid
 _TICKET_RECHECK = 5.0  # seconds a socket trusts the ticket status it read
 _QUEUE = 1000
-_COPY_CONCURRENCY = 4  # chats a replica copies into tickets at once
 CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN = 4401, 4403
 
 
@@ -93,134 +93,20 @@ def _line_frame(line: ChatLine) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the replica's chat runtime
 
 
-class TranscriptCopier:
-    """Copies a chat's stored lines into its ticket's messages, in seq order, one copier per ticket
-    across replicas (a Redis lock); `poke` after every line, and when a chat is opened (catching up
-    lines a dead replica stored but did not copy). An agent's line is copied with that agent's
-    session (the help desk audits and authorizes it); when no socket of theirs is here, copying
-    stops at that line until one is."""
-
-    def __init__(self, rt: ChatRuntime) -> None:
-        self.rt = rt
-        self.operators: dict[str, Operator] = {}
-        self._dirty: set[UUID] = set()
-        self._tasks: dict[UUID, asyncio.Task[None]] = {}
-        self._bound = asyncio.Semaphore(_COPY_CONCURRENCY)
-        self._next_slot = 0.0
-
-    def remember(self, op: Operator) -> None:
-        if len(self.operators) > 10_000:
-            self.operators.clear()
-        self.operators[op.id] = op
-
-    def poke(self, ticket_id: UUID) -> None:
-        self._dirty.add(ticket_id)
-        if ticket_id not in self._tasks:
-            self._tasks[ticket_id] = asyncio.create_task(self._loop(ticket_id), name=f"chat-copy-{ticket_id}")
-
-    async def idle(self) -> None:
-        """Wait until nothing is being copied (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
-
-    async def _loop(self, ticket_id: UUID) -> None:
-        try:
-            backoff = 0.2
-            while ticket_id in self._dirty:
-                # Wait so that one copy takes a chat's lines of several seconds (one ticket commit
-                # for all), then copy in this replica's pace and under its bound: copying must never
-                # starve the sockets' delivery. The lines themselves are durable in chat_lines already.
-                await asyncio.sleep(self.rt.settings.chat_copy_seconds)
-                await self._paced()
-                self._dirty.discard(ticket_id)
-                try:
-                    async with self._bound:
-                        copied = await self.copy(ticket_id)
-                    if not copied:
-                        self._dirty.add(ticket_id)  # another replica holds the lock: run after it
-                        await asyncio.sleep(backoff)
-                        backoff = min(backoff * 2, 5.0)
-                except Exception as exc:  # a copy left behind is retried at the next poke
-                    log.warning("chat %s: copying lines into the ticket failed: %s", ticket_id, exc)
-                    return
-        finally:
-            self._tasks.pop(ticket_id, None)
-
-    async def _paced(self) -> None:
-        """Wait for this copy's turn: copies start at most `chat_copies_per_second` a second per
-        replica, so under load each chat waits longer and its copy carries more lines (one ticket
-        commit each), instead of the copies taking the CPU that live delivery needs."""
-        now = time.monotonic()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + 1.0 / self.rt.settings.chat_copies_per_second
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-    async def copy(self, ticket_id: UUID) -> bool:
-        hub, lock = self.rt.hub, f"pitboss:chat:copy:{ticket_id}"
-        if not await hub.lock(lock, 30_000):
-            return False
-        marker = f"pitboss:chat:copied:{ticket_id}"
-        done = int(await hub.get_json(marker) or 0)
-        start = done
-        try:
-            lines = await self.rt.store.all_after(ticket_id, done)
-            if not lines:
-                return True
-            ticket = await self.rt.hd.tickets.get(ticket_id)
-            items: list[tuple[MessageCreate, Actor, datetime]] = []
-            last = done
-            for line in lines:
-                if line.message_id not in ticket.messages:
-                    actor = self._actor(ticket, line)
-                    if actor is None:
-                        break
-                    items.append((MessageCreate(message_id=line.message_id, body=line.body,
-                                                author_kind=line.author_kind), actor, line.created_at))
-                last = line.seq
-            await self._add(ticket_id, items)
-            done = last
-        finally:
-            if done != start:
-                await hub.set_json(marker, done, _COPIED_SECONDS)
-            await hub.unlock(lock)
-        return True
-
-    def _actor(self, t: Ticket, line: ChatLine) -> Actor | None:
-        if line.author_kind == "agent":
-            op = self.operators.get(line.author_id or "")
-            return Actor.agent(op) if op is not None else None
-        return Actor("player", str(t.player_id), None, brand=t.brand)
-
-    async def _add(self, ticket_id: UUID, items: list[tuple[MessageCreate, Actor, datetime]]) -> None:
-        if not items:
-            return
-        for attempt in range(8):
-            try:
-                # All the lines in one ticket commit, each at the time it was said (SLA clocks).
-                await self.rt.hd.add_messages(ticket_id, items)
-                return
-            except Conflict as exc:
-                # Another change to the ticket won its version race: read it again and retry.
-                if exc.field != "version" or attempt == 7:
-                    raise
-                await asyncio.sleep(0.05 * (attempt + 1))
-
-
 class ChatRuntime:
-    """What a replica holds for chat: the line store, the Redis hub, the token key, the copier."""
+    """What a replica holds for chat: the line store, the Redis hub, the token key."""
 
     def __init__(self, bo: BackOffice, hd: HelpDesk) -> None:
         self.bo, self.hd, self.settings = bo, hd, bo.settings
         self.store = ChatStore(bo.session)  # prepares: built in a thread
         self.hub = ChatHub(bo.settings)
         self.key = rules.token_key(bo.settings.secret_key)
-        self.copier = TranscriptCopier(self)
 
     async def post(self, ticket_id: UUID, client_id: UUID, body: str, author_kind: ChatAuthor, author_id: str,
-                   origin: str, message_id: UUID | None = None) -> dict[str, Any]:
-        """Store one line (before anything is acknowledged or delivered), publish it, schedule its
-        copy into the ticket; the ack. A resend of `client_id` gets the first ack."""
+                   origin: str, message_id: UUID | None = None, agent: Operator | None = None) -> dict[str, Any]:
+        """Store one line (before anything is acknowledged or delivered), publish it, queue its
+        copy into the ticket (with `agent`'s context for an agent's line); the ack. A resend of
+        `client_id` gets the first ack."""
         mid = message_id or rules.line_message_id(ticket_id, client_id)
         claim = await self.hub.claim(ticket_id, client_id, lambda: self.store.last_seq(ticket_id))
         if not claim.new:
@@ -242,8 +128,8 @@ class ChatRuntime:
         except Exception as exc:
             await self.hub.release(ticket_id, client_id)
             raise Unavailable("the message could not be stored: resend it") from exc
-        await self.hub.settle_and_publish(ticket_id, client_id, line.seq, {**_line_frame(line), "origin": origin})
-        self.copier.poke(ticket_id)
+        await self.hub.settle_and_publish(ticket_id, client_id, line.seq, {**_line_frame(line), "origin": origin},
+                                          (agent.id, agent_context(agent)) if agent is not None else None)
         return {"type": "ack", "ticket_id": str(ticket_id), "client_id": str(client_id), "message_id": str(mid),
                 "seq": line.seq}
 
@@ -413,12 +299,13 @@ class Conn:
         if cached[0] == "closed":
             raise Conflict(f"chat {ticket_id} is closed: ask for a new chat", field="ticket_id")
 
-    async def message(self, ticket_id: UUID, frame: MessageFrame, author_id: str) -> None:
+    async def message(self, ticket_id: UUID, frame: MessageFrame, author_id: str, agent: Operator | None = None
+                      ) -> None:
         try:
             self.bucket.take(time.monotonic())
             body = rules.check_body(frame.body, self.rt.settings.chat_max_message_chars)
             await self.open_ticket(ticket_id)
-            ack = await self.rt.post(ticket_id, frame.client_id, body, self.role, author_id, self.id)
+            ack = await self.rt.post(ticket_id, frame.client_id, body, self.role, author_id, self.id, agent=agent)
         except PitbossError as exc:
             await self.send(_error(exc, frame.client_id))
             return
@@ -508,7 +395,7 @@ async def open_chat(body: ChatSessionCreate, brand: BrandKey, rt: RT
     if ticket.status == "closed":
         raise Conflict(f"chat {body.chat_id} is closed: open a new chat with a new chat_id", field="chat_id")
     if first is not None:
-        # The first line is also the ticket's first message (same id): the copier skips it.
+        # The first line is also the ticket's first message (same id): the copy skips it.
         await rt.post(ticket_id, uuid5(_FIRST, str(ticket_id)), first, "player", str(body.player_id), "platform",
                       message_id=first_message_id(ticket_id))
     if created and ticket.assignee:
@@ -563,7 +450,7 @@ async def player_socket(
     await conn.send({"type": "ready", "ticket_id": str(t.ticket_id), "chat_id": str(grant.chat_id),
                      "status": t.status, "last_seq": await rt.store.last_seq(t.ticket_id)})
     await conn.follow(t.ticket_id, after if after is not None else 0)
-    rt.copier.poke(t.ticket_id)
+    await rt.hub.queue_copy(t.ticket_id)
     await _serve(conn, handle)
 
 
@@ -578,7 +465,6 @@ async def agent_socket(
     bo = rt.bo
     await websocket.accept()
     conn = Conn(websocket, rt, "agent")
-    rt.copier.remember(op)
 
     async def watch() -> None:
         # A revoked or expired session (or a disabled operator) stops a socket already open, even a
@@ -603,7 +489,7 @@ async def agent_socket(
                 await rt.store.open_for(op.id, t.ticket_id, _now())
                 await conn.send({"type": "chat", **(await rt.summary(t)).model_dump(mode="json")})
                 await conn.follow(t.ticket_id, frame.after)
-                rt.copier.poke(t.ticket_id)
+                await rt.hub.queue_copy(t.ticket_id)
                 return True
             if isinstance(frame, LeaveFrame):
                 await conn.unfollow(frame.ticket_id)
@@ -617,8 +503,7 @@ async def agent_socket(
             await conn.send(_error(exc, getattr(frame, "client_id", None)))
             return True
         if isinstance(frame, MessageFrame):
-            rt.copier.remember(op)
-            await conn.message(frame.ticket_id, frame, op.id)
+            await conn.message(frame.ticket_id, frame, op.id, agent=op)
         else:
             await conn.typing(frame.ticket_id)
         return True
@@ -635,7 +520,7 @@ async def agent_socket(
     await conn.listen(agent_channel(op.id))
     for c in chats:
         await conn.follow(c.ticket_id, None)
-        rt.copier.poke(c.ticket_id)
+        await rt.hub.queue_copy(c.ticket_id)
     await conn.send({"type": "ready", "operator_id": op.id, "chats": [c.model_dump(mode="json") for c in chats]})
     await _serve(conn, handle, watch())
 
