@@ -843,6 +843,11 @@ def ray_env() -> dict[str, str]:
     # Serve's controller reconciles every 0.1 s by default: 7-9% of a core on an idle 2-core box.
     # Half a second only delays deploys and autoscaling decisions by that much.
     env.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5")
+    # Ray starts its workers at niceness 15 by default, so every Serve replica, shard and consumer
+    # yields the CPU to Cassandra, Redis and RabbitMQ (niceness 0) on a shared host: under load the
+    # replicas waited for a CPU behind the very database calls they were waiting on (chat delivery
+    # p99 swung between 88 and 877 ms from run to run). Background work lowers its own priority.
+    env.setdefault("RAY_worker_niceness", "0")
     haproxy = DATA / "haproxy"
     if len(str(haproxy)) <= HAPROXY_PATH_BUDGET:
         env.update(

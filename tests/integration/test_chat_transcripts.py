@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
+import httpx
 import pytest
 
 from adapters.cassandra.chat import ChatStore
@@ -25,7 +26,7 @@ from serve_apps.backoffice.runtime import BackOffice
 from serve_apps.helpdesk.service import HelpDesk
 from serve_apps.helpdesk.transcripts import TranscriptCopier, agent_context
 from tests.integration.operators import LoggedIn, Operators
-from tests.integration.test_chat import new_chat
+from tests.integration.test_chat import HELPDESK, new_chat
 
 
 def _ms() -> int:
@@ -142,3 +143,13 @@ async def test_an_agents_line_waits_for_its_context_then_is_copied_and_audited_a
 
     replies = await desk.bo.audit.recent(limit=10, actor_id=op.id, action="ticket.reply", target_id=str(tid))
     assert replies and replies[0].ip == "192.0.2.7" and replies[0].user_agent == "transcript-test"
+
+
+async def test_the_help_desk_health_shows_its_worker_and_the_worker_runs_every_loop() -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.get(f"{HELPDESK}/healthz")
+    assert r.status_code == 200, r.text
+    worker = r.json()["checks"]["worker"]
+    assert worker["status"] == "up", worker
+    assert set(worker["detail"]["loops"]) == {"transcripts", "kpi-facts", "chat-moves"}
+    assert worker["detail"]["copy_queue"] >= 0
