@@ -95,7 +95,8 @@ def _agent_key(operator_id: str) -> str:
     return f"pitboss:chat:agent:{operator_id}"
 
 
-def _now_ms() -> int:
+def epoch_ms() -> int:
+    """Now in the copy queue's unit (milliseconds since the epoch)."""
     return int(time.time() * 1000)
 
 
@@ -162,7 +163,7 @@ class ChatHub:
         pipe = self.commands.pipeline(transaction=False)
         pipe.set(_claim_key(ticket_id, client_id), str(seq), ex=CLAIM_SECONDS)
         pipe.publish(ticket_channel(ticket_id), _encode(frame))
-        pipe.zadd(self.copy_queue, {str(ticket_id): _now_ms()}, lt=True)
+        pipe.zadd(self.copy_queue, {str(ticket_id): epoch_ms()}, lt=True)
         if agent is not None:
             pipe.set(_agent_key(agent[0]), agent[1], ex=AGENT_SECONDS)
         try:
@@ -174,7 +175,7 @@ class ChatHub:
         """Queue a chat for copying (a socket opened on it: lines a writer stored but could not queue
         are caught up). Best effort: the next line queues it too."""
         try:
-            await self.commands.zadd(self.copy_queue, {str(ticket_id): _now_ms()}, lt=True)
+            await self.commands.zadd(self.copy_queue, {str(ticket_id): epoch_ms()}, lt=True)
         except RedisError as exc:
             log.warning("chat %s: queueing the transcript copy failed: %s", ticket_id, exc)
 

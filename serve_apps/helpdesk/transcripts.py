@@ -34,7 +34,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from adapters.cassandra.chat import ChatStore
-from adapters.redis_chat import CopyQueue
+from adapters.redis_chat import CopyQueue, epoch_ms
 from adapters.settings import Settings
 from domain.errors import Conflict
 from domain.tickets import Ticket
@@ -67,10 +67,6 @@ class AgentContext(BaseModel):
     session_expires_at: datetime
     ip: str | None
     user_agent: str | None
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def agent_context(op: Operator) -> str:
@@ -110,7 +106,7 @@ class TranscriptCopier:
 
     async def sweep(self, now_ms: int | None = None) -> int:
         """Start copying every chat due now; how many were started."""
-        now_ms = now_ms if now_ms is not None else _now_ms()
+        now_ms = now_ms if now_ms is not None else epoch_ms()
         due_before = now_ms - int(self.settings.chat_copy_seconds * 1000)
         due = await self.queue.due(due_before, _BATCH)
         started = 0
@@ -118,7 +114,7 @@ class TranscriptCopier:
             if ticket_id in self._running:
                 continue
             await self._paced()
-            lease = _now_ms() + _LEASE_MS
+            lease = epoch_ms() + _LEASE_MS
             if not await self.queue.lease(ticket_id, due_before, lease):
                 continue  # another copier has it
             self._running[ticket_id] = asyncio.create_task(self._copy_leased(ticket_id, lease),
@@ -145,7 +141,7 @@ class TranscriptCopier:
             self._running.pop(ticket_id, None)
         delay = {"failed": _RETRY_SECONDS, "waiting": _AGENT_RETRY_SECONDS}.get(outcome)
         with contextlib.suppress(Exception):  # Redis away: the lease falls due again by itself
-            await self.queue.settle(ticket_id, lease, _now_ms() + int(delay * 1000) if delay else None)
+            await self.queue.settle(ticket_id, lease, epoch_ms() + int(delay * 1000) if delay else None)
 
     async def copy(self, ticket_id: UUID) -> str:
         """Copy the chat's lines not yet in its ticket (the caller holds its lease): `copied`,

@@ -5,7 +5,6 @@ polls the default key, so it never takes these tests' chats)."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from adapters.cassandra.chat import ChatStore
-from adapters.redis_chat import ChatHub, CopyQueue
+from adapters.redis_chat import ChatHub, CopyQueue, epoch_ms
 from adapters.settings import Settings
 from domain import chat as rules
 from schemas.chat import ChatLine
@@ -27,10 +26,6 @@ from serve_apps.helpdesk.service import HelpDesk
 from serve_apps.helpdesk.transcripts import TranscriptCopier, agent_context
 from tests.integration.operators import LoggedIn, Operators
 from tests.integration.test_chat import HELPDESK, new_chat
-
-
-def _ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -55,7 +50,7 @@ async def test_one_copier_leases_a_due_chat_and_a_line_stored_meanwhile_keeps_it
     await hub.queue_copy(tid)
     await hub.queue_copy(tid)  # queued once, at its first line's time
     assert await q.size() == 1
-    now = _ms() + 1
+    now = epoch_ms() + 1
     assert await q.due(now, 10) == [tid]
     lease = now + 60_000
     assert await q.lease(tid, now, lease)
@@ -63,8 +58,8 @@ async def test_one_copier_leases_a_due_chat_and_a_line_stored_meanwhile_keeps_it
     assert await q.due(now, 10) == []
     await hub.queue_copy(tid)  # a line stored while the copy runs
     await q.settle(tid, lease)
-    assert await q.due(_ms() + 1, 10) == [tid], "the newer line must still be copied"
-    again = _ms() + 1
+    assert await q.due(epoch_ms() + 1, 10) == [tid], "the newer line must still be copied"
+    again = epoch_ms() + 1
     second = again + 60_000
     assert await q.lease(tid, again, second)
     await q.settle(tid, second)
@@ -76,15 +71,15 @@ async def test_a_failed_copy_is_due_again_later_and_a_dead_copiers_lease_falls_d
     failed, abandoned = uuid.uuid4(), uuid.uuid4()
     for tid in (failed, abandoned):
         await hub.queue_copy(tid)
-    now = _ms() + 1
+    now = epoch_ms() + 1
     assert await q.lease(failed, now, now + 60_000)
     await q.settle(failed, now + 60_000, again_at_ms=now + 5_000)
     assert failed not in await q.due(now + 4_000, 10)
     assert failed in await q.due(now + 5_000, 10)
     assert await q.lease(abandoned, now, now + 50)  # the copier dies holding it
     await asyncio.sleep(0.1)
-    assert abandoned in await q.due(_ms(), 10)
-    assert await q.lease(abandoned, _ms(), _ms() + 60_000), "another copier takes it over"
+    assert abandoned in await q.due(epoch_ms(), 10)
+    assert await q.lease(abandoned, epoch_ms(), epoch_ms() + 60_000), "another copier takes it over"
 
 
 @pytest.fixture
