@@ -62,6 +62,7 @@ PERMISSION = "ticket.write"
 _FIRST = UUID("5d0f3a71-8c2b-4e19-b6a4-7e2c9d1f0b33")  # namespace of the client id of a session's first line
 _SESSION_RECHECK = 30.0  # seconds between checks that an agent's session is still valid
 _TICKET_RECHECK = 5.0  # seconds a socket trusts the ticket status it read
+_TICKET_REFRESH = 2.5  # from this age the status is read again beside the line, off its path
 _QUEUE = 1000
 CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN = 4401, 4403
 
@@ -226,6 +227,7 @@ class Conn:
         self.bucket = rules.TokenBucket(rt.settings.chat_rate_per_second, rt.settings.chat_rate_burst)
         self._send = asyncio.Lock()
         self._typing: dict[UUID, float] = {}
+        self._refreshing: dict[UUID, asyncio.Task[None]] = {}
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self._send:
@@ -291,13 +293,31 @@ class Conn:
         await self.send(frame)
 
     async def open_ticket(self, ticket_id: UUID) -> None:
-        """Refuse a line to a chat that is closed (a fresh read every few seconds)."""
+        """Refuse a line to a chat that is closed, by a status read at most `_TICKET_RECHECK` old.
+        A chat that keeps talking has it read again ahead of time, beside its lines: a read in the
+        path of every few lines put a Cassandra round trip into the delivery tail."""
+        now = time.monotonic()
         cached = self.status.get(ticket_id)
-        if cached is None or time.monotonic() - cached[1] > _TICKET_RECHECK:
-            cached = (await self.rt.hd.tickets.status(ticket_id), time.monotonic())
-            self.status[ticket_id] = cached
+        if cached is None or now - cached[1] > _TICKET_RECHECK:
+            cached = await self._read_status(ticket_id)
+        elif now - cached[1] > _TICKET_REFRESH and ticket_id not in self._refreshing:
+            self._refreshing[ticket_id] = asyncio.create_task(self._refresh_status(ticket_id))
         if cached[0] == "closed":
             raise Conflict(f"chat {ticket_id} is closed: ask for a new chat", field="ticket_id")
+
+    async def _read_status(self, ticket_id: UUID) -> tuple[str, float]:
+        started = time.monotonic()  # the read's age counts from before it was asked
+        cached = (await self.rt.hd.tickets.status(ticket_id), started)
+        self.status[ticket_id] = cached
+        return cached
+
+    async def _refresh_status(self, ticket_id: UUID) -> None:
+        try:
+            await self._read_status(ticket_id)
+        except Exception as exc:  # the next line past `_TICKET_RECHECK` reads it in its path
+            log.info("chat %s: reading the ticket status ahead failed: %s", ticket_id, exc)
+        finally:
+            self._refreshing.pop(ticket_id, None)
 
     async def message(self, ticket_id: UUID, frame: MessageFrame, author_id: str, agent: Operator | None = None
                       ) -> None:
@@ -322,6 +342,8 @@ class Conn:
                                                               "author_kind": self.role, "origin": self.id})
 
     async def close(self) -> None:
+        for task in list(self._refreshing.values()):
+            task.cancel()
         for channel in list(self.channels):
             await self.rt.hub.unsubscribe(channel, self.queue)
         self.channels.clear()

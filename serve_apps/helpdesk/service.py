@@ -445,13 +445,16 @@ class HelpDesk:
                                  "visibility": message.visibility})
         return message
 
-    async def add_messages(self, ticket_id: UUID, items: Sequence[tuple[MessageCreate, Actor, datetime]]) -> int:
+    async def add_messages(self, ticket_id: UUID, items: Sequence[tuple[MessageCreate, Actor, datetime]],
+                           read: Ticket | None = None) -> int:
         """Public messages in one commit (a chat's lines copied into its ticket), each as
         `add_message` would add it (the actor's access, its SLA events at its own time, its event
         and audit record) but with one compare-and-set for all: a Paxos round per chat line would
         cost the cluster more than the chat itself. Lines already in the ticket are skipped; the
-        count of those added. Conflict (field version) when another change won the race."""
-        before = await self.tickets.get(ticket_id)
+        count of those added. Conflict (field version) when another change won the race. `read`: the
+        ticket as the caller just read it, the compare-and-set base (saves a read; a stale one only
+        loses the race)."""
+        before = read if read is not None and read.ticket_id == ticket_id else await self.tickets.get(ticket_id)
         checked: set[tuple[str, str]] = set()
         current = before
         steps: list[tuple[Ticket, Ticket, Sequence[rules.Event], Actor, MessagePublic]] = []

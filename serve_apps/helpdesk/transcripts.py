@@ -92,7 +92,7 @@ class TranscriptCopier:
         self._bound = asyncio.Semaphore(_CONCURRENCY)
         self._running: dict[UUID, asyncio.Task[None]] = {}
         self._next_slot = 0.0
-        self.totals = {"copies": 0, "lines": 0, "failed": 0}
+        self.totals = {"copies": 0, "lines": 0, "failed": 0, "left_closed": 0}
 
     async def run(self) -> None:
         while True:
@@ -145,12 +145,21 @@ class TranscriptCopier:
 
     async def copy(self, ticket_id: UUID) -> str:
         """Copy the chat's lines not yet in its ticket (the caller holds its lease): `copied`,
-        `nothing`, or `waiting` (stopped before an agent's line whose context is gone)."""
+        `nothing`, `closed` (the ticket was closed: the lines stay in the chat record), or `waiting`
+        (stopped before an agent's line whose context is gone)."""
         done = await self.queue.copied(ticket_id)
         lines = await self.store.all_after(ticket_id, done)
         if not lines:
             return "nothing"
         ticket = await self.hd.tickets.get(ticket_id)
+        if ticket.status == "closed":
+            # Lines stored as the scheduler closed the ticket: a closed ticket takes no message, so
+            # they stay in the chat's own record only, instead of a copy retried for ever.
+            log.warning("chat %s: ticket closed; %d line(s) after seq %d stay in the chat record only",
+                        ticket_id, len(lines), done)
+            await self.queue.set_copied(ticket_id, lines[-1].seq)
+            self.totals["left_closed"] += len(lines)
+            return "closed"
         items: list[tuple[MessageCreate, Actor, datetime]] = []
         agents: dict[str, Actor | None] = {}
         last, outcome = done, "copied"
@@ -164,7 +173,7 @@ class TranscriptCopier:
                                             author_kind=line.author_kind), actor, line.created_at))
             last = line.seq
         if items:
-            await self._add(ticket_id, items)
+            await self._add(ticket, items)
         if last != done:
             await self.queue.set_copied(ticket_id, last)
         self.totals["copies"] += 1
@@ -180,14 +189,16 @@ class TranscriptCopier:
             agents[who] = Actor.agent(operator_of(context)) if context else None
         return agents[who]
 
-    async def _add(self, ticket_id: UUID, items: list[tuple[MessageCreate, Actor, datetime]]) -> None:
+    async def _add(self, ticket: Ticket, items: list[tuple[MessageCreate, Actor, datetime]]) -> None:
+        read: Ticket | None = ticket  # the first attempt commits on the read copy() made
         for attempt in range(_ATTEMPTS):
             try:
                 # All the lines in one ticket commit, each at the time it was said (SLA clocks).
-                await self.hd.add_messages(ticket_id, items)
+                await self.hd.add_messages(ticket.ticket_id, items, read)
                 return
             except Conflict as exc:
                 # Another change to the ticket won its version race: read it again and retry.
                 if exc.field != "version" or attempt == _ATTEMPTS - 1:
                     raise
+                read = None
                 await asyncio.sleep(0.05 * (attempt + 1))

@@ -18,7 +18,9 @@ from adapters.cassandra.chat import ChatStore
 from adapters.redis_chat import ChatHub, CopyQueue, epoch_ms
 from adapters.settings import Settings
 from domain import chat as rules
+from domain import tickets as ticket_rules
 from schemas.chat import ChatLine
+from schemas.tickets import TicketUpdate
 from serve_apps.backoffice.deps import Operator, subject_of
 from serve_apps.backoffice.identity import SessionInfo
 from serve_apps.backoffice.runtime import BackOffice
@@ -148,3 +150,32 @@ async def test_the_help_desk_health_shows_its_worker_and_the_worker_runs_every_l
     assert worker["status"] == "up", worker
     assert set(worker["detail"]["loops"]) == {"transcripts", "kpi-facts", "chat-moves"}
     assert worker["detail"]["copy_queue"] >= 0
+
+
+async def test_lines_of_a_chat_whose_ticket_closed_stay_in_the_chat_record_and_are_not_retried(
+    stack: Settings, queues: Queues, desk: HelpDesk
+) -> None:
+    player_id, chat = await new_chat("hello")
+    tid = UUID(chat["ticket_id"])
+    # Solved, then closed by the scheduler's rule, as the SLA scheduler does it.
+    before = await desk.tickets.get(tid)
+    solved, _ = ticket_rules.apply(before, ticket_rules.UpdateTicket(TicketUpdate(status="solved"), "agent-t"),
+                                   datetime.now(UTC))
+    await desk.tickets.update(before, solved)
+    closed, _ = ticket_rules.apply(solved, ticket_rules.CloseSolved(days=0), solved.updated_at)
+    await desk.tickets.update(solved, closed)
+    store = await asyncio.to_thread(ChatStore, desk.bo.session)
+    last = await store.last_seq(tid)
+    client_id = uuid.uuid4()
+    await store.put(ChatLine(ticket_id=tid, seq=last + 1, message_id=rules.line_message_id(tid, client_id),
+                             client_id=client_id, author_kind="player", author_id=player_id,
+                             body="said as it closed", created_at=datetime.now(UTC).replace(microsecond=0)))
+    copier = TranscriptCopier(stack.model_copy(update={"chat_copy_seconds": 0.0}), store, queues.queue, desk)
+
+    assert await copier.copy(tid) == "closed"
+    assert copier.totals["left_closed"] >= 1 and copier.totals["failed"] == 0
+    assert await queues.queue.copied(tid) == last + 1
+    assert await copier.copy(tid) == "nothing", "the closed chat's lines must not be tried again"
+    bodies = [m.body for m in await desk.tickets.messages(await desk.tickets.get(tid))]
+    assert "said as it closed" not in bodies
+    assert [line.body for line in await store.all_after(tid, last)] == ["said as it closed"]
