@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -154,6 +155,9 @@ class KpiFactConsumer(QueueConsumer):
         # Ticket version each recent fact was written from: a new ticket announces itself twice
         # (created, routed) and a burst of changes is read once at its newest version.
         self.written: LRUCache[UUID, int] = LRUCache(maxsize=100_000)
+        # The refresh running for a ticket: events of one change arrive together (prefetch), and
+        # each would otherwise read the same ticket and write the same row.
+        self._running: dict[UUID, asyncio.Task[tuple[str, int]]] = {}
 
     async def handle(self, raw: dict[str, Any]) -> str:
         inner = raw.get("payload")
@@ -166,12 +170,31 @@ class KpiFactConsumer(QueueConsumer):
                 payload.get("author_kind") != "agent" or payload.get("visibility") != "public"):
             return "skipped"  # only an agent's public reply changes a fact (the first response)
         named = 1 if raw.get("type") == "ticket.created" else payload.get("version")
-        if isinstance(named, int) and self.written.get(ticket_id, 0) >= named:
-            return "skipped"  # this replica already wrote the fact from that version or a newer one
-        outcome, version = await self.facts.refresh_version(ticket_id)
-        if version:
-            self.written[ticket_id] = max(version, self.written.get(ticket_id, 0))
+        while True:
+            if isinstance(named, int) and self.written.get(ticket_id, 0) >= named:
+                return "skipped"  # this replica already wrote the fact from that version or a newer one
+            running = self._running.get(ticket_id)
+            if running is None:
+                break
+            # Its read may already hold this event's version; if not (or the event names none),
+            # this event's own refresh starts after it, so it reads what the event announced.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(running)
+        task = asyncio.ensure_future(self._refresh(ticket_id))
+        self._running[ticket_id] = task
+        outcome, _ = await task
         return outcome
+
+    async def _refresh(self, ticket_id: UUID) -> tuple[str, int]:
+        # `written` is updated and the entry dropped before the task is done, so an event waiting
+        # on it sees the outcome as soon as it wakes.
+        try:
+            outcome, version = await self.facts.refresh_version(ticket_id)
+            if version:
+                self.written[ticket_id] = max(version, self.written.get(ticket_id, 0))
+            return outcome, version
+        finally:
+            self._running.pop(ticket_id, None)
 
 
 # ---------------------------------------------------------------------------- the backfill command

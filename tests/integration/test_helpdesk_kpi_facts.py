@@ -23,7 +23,7 @@ from adapters.sla_config import load_sla_policies
 from domain import helpdesk_kpis as kpis
 from domain import tickets as rules
 from schemas.tickets import TicketCreate
-from serve_apps.helpdesk.kpi_facts import KpiFacts
+from serve_apps.helpdesk.kpi_facts import KpiFactConsumer, KpiFacts
 from tests.integration.operators import BASE_URL, Operators, new_ticket
 
 HD = f"{BASE_URL}/helpdesk/v1"
@@ -31,12 +31,26 @@ WAIT = 60.0
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
+class CountedFacts(KpiFacts):
+    """The real fact store, counting the ticket reads a consumer asks of it (slowed a little, so
+    events of one change overlap as they do under a prefetch)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.reads: dict[UUID, int] = {}
+
+    async def refresh_version(self, ticket_id: UUID) -> tuple[str, int]:
+        self.reads[ticket_id] = self.reads.get(ticket_id, 0) + 1
+        await asyncio.sleep(0.05)
+        return await super().refresh_version(ticket_id)
+
+
 @pytest.fixture(scope="module")
-async def facts(stack: Settings) -> AsyncIterator[KpiFacts]:
+async def facts(stack: Settings) -> AsyncIterator[CountedFacts]:
     cluster, session = cassandra(stack, stack.cassandra_keyspace)
     tickets = await asyncio.to_thread(TicketStore, session)
     sla = await asyncio.to_thread(SlaClocks, session, load_sla_policies(stack))
-    yield await asyncio.to_thread(KpiFacts, session, tickets, sla)
+    yield await asyncio.to_thread(CountedFacts, session, tickets, sla)
     cluster.shutdown()
 
 
@@ -124,3 +138,26 @@ async def test_a_day_never_seen_is_backfilled_on_its_first_read_once(facts: KpiF
     # The command's --force path rebuilds it.
     assert await facts.backfill_day(brand, kpis.day_of(start), 1000) == 4
     assert len(await facts.period(brand, start, end, 1000, datetime.now(UTC))) == 4
+
+
+async def test_events_of_one_change_arriving_together_read_the_ticket_once(
+    stack: Settings, ops: Operators, facts: CountedFacts
+) -> None:
+    agent = await ops.login(["supervisor"], brands=["demo"])
+    t = await new_ticket(agent.client, "Coalesced fact")
+    tid = UUID(t["ticket_id"])
+    consumer = KpiFactConsumer(stack, facts)
+    created = {"type": "ticket.created", "payload": {"ticket_id": str(tid)}}
+    routed = {"type": "ticket.assigned", "payload": {"ticket_id": str(tid), "version": t["version"]}}
+    assert sorted(await asyncio.gather(consumer.handle(created), consumer.handle(routed))) == ["skipped", "written"]
+    assert facts.reads[tid] == 1
+
+    # A change's event and a breach (it names no version) together: one more read, the newest row.
+    r = await agent.client.patch(f"{HD}/tickets/{tid}", json={"version": t["version"], "status": "pending"})
+    assert r.status_code == 200, r.text
+    changed = {"type": "ticket.status_changed", "payload": {"ticket_id": str(tid), "version": r.json()["version"]}}
+    breached = {"type": "ticket.sla_breached", "payload": {"ticket_id": str(tid)}}
+    assert list(await asyncio.gather(consumer.handle(breached), consumer.handle(changed))) == ["written", "skipped"]
+    assert facts.reads[tid] == 2
+    fact = await facts.store.get("demo", datetime.fromisoformat(t["created_at"]), tid)
+    assert fact is not None and fact.status == "pending"
