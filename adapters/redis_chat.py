@@ -95,6 +95,10 @@ def _agent_key(operator_id: str) -> str:
     return f"pitboss:chat:agent:{operator_id}"
 
 
+def _copied_key(ticket_id: UUID) -> str:
+    return f"pitboss:chat:copied:{ticket_id}"
+
+
 def epoch_ms() -> int:
     """Now in the copy queue's unit (milliseconds since the epoch)."""
     return int(time.time() * 1000)
@@ -315,7 +319,7 @@ class CopyQueue:
 
     async def copied(self, ticket_id: UUID) -> int:
         """The seq up to which the chat's lines are in its ticket (0: none yet)."""
-        return int(await self.commands.get(f"pitboss:chat:copied:{ticket_id}") or 0)
+        return int(await self.commands.get(_copied_key(ticket_id)) or 0)
 
     async def set_copied(self, ticket_id: UUID, seq: int) -> None:
-        await self.commands.set(f"pitboss:chat:copied:{ticket_id}", str(seq), ex=COPIED_SECONDS)
+        await self.commands.set(_copied_key(ticket_id), str(seq), ex=COPIED_SECONDS)

@@ -88,7 +88,7 @@ class HelpdeskWorker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        # A copy cut off here is finished by the next copier (the chat is taken off the queue
-        # only for the copy; the lock expires).
+        # A copy cut off here is finished by the next copier: the chat's lease on the copy queue
+        # falls due again, and lines already in the ticket are skipped.
         for consumer in self.consumers:
             await consumer.stop()
