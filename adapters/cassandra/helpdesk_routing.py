@@ -53,12 +53,16 @@ class HelpdeskRoutingStore:
         if jobs:
             await asyncio.gather(*jobs)
 
-    async def load(self, agent_id: str) -> int:
-        rows = await self._run(self._load, (agent_id, _MAX_LOAD_READ), "load")
+    async def load(self, agent_id: str, cap: int = _MAX_LOAD_READ) -> int:
+        """The agent's active tickets, counted up to `cap` (a count at the cap means "at least")."""
+        rows = await self._run(self._load, (agent_id, max(1, min(cap, _MAX_LOAD_READ))), "load")
         return len(rows)
 
-    async def loads(self, agent_ids: Sequence[str]) -> dict[str, int]:
-        counts = await asyncio.gather(*(self.load(a) for a in agent_ids))
+    async def loads(self, agent_ids: Sequence[str], cap: int = _MAX_LOAD_READ) -> dict[str, int]:
+        """`load` of each agent. Routing passes its team's `max_load` as `cap`: an agent at the cap
+        takes nothing more whatever the exact count, and the read of a busy agent's partition then
+        stays a few rows instead of growing with every ticket they hold."""
+        counts = await asyncio.gather(*(self.load(a, cap) for a in agent_ids))
         return dict(zip(agent_ids, counts, strict=True))
 
     async def claim_call(self, call_id: str, ticket_id: UUID, player_id: UUID | None, at: datetime) -> UUID:

@@ -299,10 +299,11 @@ class HelpDesk:
         if not self.routing.auto_assign:
             return None
         try:
+            spec = self.routing.team(team)
             online = [p for p in await self.presence.online() if p.status == "available" and team in p.teams]
-            if not online:
+            if not online or spec is None:
                 return None
-            loads = await self.routes.loads([p.agent_id for p in online])
+            loads = await self.routes.loads([p.agent_id for p in online], cap=spec.max_load)
         except Exception:
             # Presence or loads unreachable: the ticket still opens, unassigned, in its team's queue.
             log.warning("auto-assignment skipped for team %s", team, exc_info=True)

@@ -11,11 +11,13 @@ import hashlib
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from adapters.cassandra.helpdesk_routing import HelpdeskRoutingStore
 from adapters.cassandra.session import connect
 from adapters.cassandra.tickets import CHUNK_BYTES, TicketStore
 from adapters.settings import Settings
@@ -265,3 +267,15 @@ async def test_attachment_round_trip_and_limits(store: TicketStore) -> None:
     assert err.value.field == "content_type"
     with pytest.raises(NotFound):
         await store.get_attachment(t.ticket_id, uuid.uuid4())
+
+
+async def test_an_agents_load_is_counted_up_to_the_cap_routing_asks_for(store: TicketStore) -> None:
+    routes = await asyncio.to_thread(HelpdeskRoutingStore, store.session)
+    busy, idle = f"agent-{uuid.uuid4().hex[:8]}", f"agent-{uuid.uuid4().hex[:8]}"
+    for i in range(7):
+        cmd = create_cmd()
+        t, _ = apply(None, cmd, T0 + timedelta(minutes=i))
+        await routes.index(None, replace(t, assignee=busy))
+    assert await routes.load(busy) == 7
+    assert await routes.loads([busy, idle], cap=5) == {busy: 5, idle: 0}
+    assert await routes.loads([busy, idle], cap=25) == {busy: 7, idle: 0}
