@@ -1,9 +1,11 @@
 """`SlaScheduler`: the help desk's SLA warnings, breaches, escalations and auto-close, driven by a
 detached actor per region (`pitboss-helpdesk-sla-<region>`), not by anyone having a page open.
 
-Every `PITBOSS_HELPDESK_SLA_SCAN_SECONDS` (15) the actor reads the open-clock index (OPEN_BUCKETS
-partition reads, adapters/cassandra/sla_clocks.py), asks `domain.sla.due_events` which warnings
-and breaches are due now, and for each one not fired yet:
+Every `PITBOSS_HELPDESK_SLA_SCAN_SECONDS` (15) the actor brings its set of open clocks up to date
+(the open-clock index read whole, OPEN_BUCKETS partitions, every
+`PITBOSS_HELPDESK_SLA_FULL_SCAN_SECONDS` (300) and at start; in between only the index's change
+feed since the last scan, adapters/cassandra/sla_clocks.py), asks `domain.sla.due_events` which
+warnings and breaches are due now, and for each one not fired yet:
 
 1. re-reads the ticket's stored clock (the index may lag) and checks the event is still due;
 2. claims it in `ticket_sla_fired` (INSERT IF NOT EXISTS: one warning and one breach per ticket,
@@ -47,7 +49,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from actors.router import detached, pitboss_env
 from adapters.cassandra.helpdesk_routing import HelpdeskRoutingStore
 from adapters.cassandra.session import connect
-from adapters.cassandra.sla_clocks import Fired, OpenClock, SlaClocks, SolvedTicket
+from adapters.cassandra.sla_clocks import Fired, OpenClock, SlaClocks, SolvedTicket, change_slot
 from adapters.cassandra.tickets import TicketStore
 from adapters.rabbit import EventPublisher
 from adapters.settings import Settings
@@ -76,6 +78,8 @@ AUTOCLOSE_LOOKBACK_DAYS = 30  # solve days read before the first due one (a sche
 UPDATE_ATTEMPTS = 4
 _IDS = uuid.UUID("0b6f7a38-5f0e-4c39-9a53-1c2f3e6d8a90")  # namespace of the ids derived from fired events
 _FIRED_MEMORY = 200_000
+_CHANGE_OVERLAP_SLOTS = 3  # change slots (10 s each) read again at the next scan
+_MAX_CHANGE_SLOTS = 90  # a longer gap since the last scan (15 min) reads the whole index instead
 
 SCANS = Counter("pitboss_helpdesk_sla_scans_total", "SLA scheduler scans", ["outcome"])
 SCAN_SECONDS = Histogram("pitboss_helpdesk_sla_scan_seconds", "Duration of one SLA scan",
@@ -154,6 +158,12 @@ class SlaScheduler:
         # the instant before which nothing more can fall due (None: never, e.g. paused), once every
         # event due at that scan was finished. Such a clock is not evaluated again before then.
         self._quiet: dict[uuid.UUID, tuple[OpenClock, datetime | None]] = {}
+        # The open clocks as of the last scan: read whole every helpdesk_sla_full_scan_seconds (and
+        # at start), brought up to date from the change feed at the scans in between.
+        self._opens: dict[uuid.UUID, OpenClock] | None = None
+        self._full_at = 0.0  # time.time() of the last whole read
+        self._gone: dict[uuid.UUID, int] = {}  # clocks the feed removed since then, by version
+        self._changes_from = 0  # the first change slot the next scan reads
         self.last_autoclose = 0.0
         self.last: dict[str, Any] = {}
         self.totals = {"scans": 0, "warnings": 0, "breaches": 0, "escalations": 0, "autoclosed": 0, "errors": 0}
@@ -221,8 +231,8 @@ class SlaScheduler:
             started = time.perf_counter()
             real = now is None
             at = datetime.now(UTC) if now is None else now.astimezone(UTC)
-            counts = {"open": 0, "due": 0, "warnings": 0, "breaches": 0, "escalations": 0, "autoclosed": 0,
-                      "errors": 0}
+            counts: dict[str, Any] = {"open": 0, "due": 0, "warnings": 0, "breaches": 0, "escalations": 0,
+                                      "autoclosed": 0, "errors": 0}
             try:
                 await self._fire_due(at, counts)
                 if not real or time.monotonic() - self.last_autoclose >= AUTOCLOSE_EVERY:
@@ -246,7 +256,7 @@ class SlaScheduler:
 
     async def _fire_due(self, now: datetime, counts: dict[str, Any]) -> None:
         assert self.clocks is not None
-        opens = await self.clocks.open_subjects(self.brands)
+        opens = await self._open_clocks(counts)
         counts["open"] = len(opens)
         known, self._quiet = self._quiet, {}
         for o in opens:
@@ -265,6 +275,38 @@ class SlaScheduler:
                 finished = await self._fire_once(event, o, now, counts) and finished
             if finished:
                 self._quiet[o.ticket_id] = (o, scan.next_at)
+
+    async def _open_clocks(self, counts: dict[str, Any]) -> list[OpenClock]:
+        """Every open clock: the whole index when the last whole read is old (or the feed has a gap
+        longer than it), else the last scan's set with the changes since. Slots are read again for
+        _CHANGE_OVERLAP_SLOTS: a write in flight, or a writer whose clock is behind ours, lands in
+        a slot this scan has already read."""
+        assert self.clocks is not None
+        real = time.time()
+        last = change_slot(real)
+        if (self._opens is None or real - self._full_at >= self.settings.helpdesk_sla_full_scan_seconds
+                or last - self._changes_from > _MAX_CHANGE_SLOTS):
+            self._changes_from = last - _CHANGE_OVERLAP_SLOTS  # changes during the read are read again
+            self._opens = {o.ticket_id: o for o in await self.clocks.open_subjects(self.brands)}
+            self._gone = {}
+            self._full_at = real
+            counts["read"] = "whole"
+            return list(self._opens.values())
+        changes = await self.clocks.changes(self._changes_from, last, self.brands)
+        for change in changes:
+            known = self._opens.get(change.ticket_id)
+            newest = known.version if known is not None else self._gone.get(change.ticket_id, -1)
+            if newest > change.version:
+                continue  # an older write of a clock this scan already has newer (or gone)
+            if change.clock is None:
+                self._opens.pop(change.ticket_id, None)
+                self._gone[change.ticket_id] = change.version
+            else:
+                self._opens[change.ticket_id] = change.clock
+                self._gone.pop(change.ticket_id, None)
+        self._changes_from = last - _CHANGE_OVERLAP_SLOTS
+        counts["read"] = f"{len(changes)} changes"
+        return list(self._opens.values())
 
     async def _fire_once(self, event: DueEvent, o: OpenClock, now: datetime, counts: dict[str, Any]) -> bool:
         """Fire `event` unless it was finished before; True once it is finished for good."""

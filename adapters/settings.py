@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     helpdesk_sla_file: str = ""
     # Seconds between two scans of the open SLA clocks by the region's scheduler actor.
     helpdesk_sla_scan_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # Seconds between two reads of the whole open-clock index; the scans in between read only the
+    # clocks changed since the last one (the change feed). The whole read repairs a lost change.
+    helpdesk_sla_full_scan_seconds: float = Field(default=300.0, gt=0, le=86_400)
     # A solved ticket is closed this many days after it was solved (0: at the next scan).
     helpdesk_autoclose_days: int = Field(default=7, ge=0, le=365)
     # Team a ticket is reassigned to when one of its SLA targets is breached (its assignee is kept);

@@ -12,6 +12,10 @@ What is stored and why:
 - `ticket_sla_open`: the scheduler's index of unsolved clocks in OPEN_BUCKETS partitions, with the
   clock (without its event ids) so a scan reads nothing else. An index may lag: the scheduler
   re-reads `ticket_sla` before it fires anything.
+- `ticket_sla_changes` (017): the open index's change feed. Each index write or delete is written
+  again, in the same batch, under the writer's 10-second slot with the clock version, so the
+  scheduler reads what changed since its last scan (`changes`) instead of every open clock
+  (`open_subjects`), which it reads only every few minutes to repair a lost change row.
 - `ticket_autoclose`: solved tickets by UTC solve day, for the auto-close pass.
 - `ticket_sla_fired`: warnings and breaches already fired (one per ticket, target, cycle, kind).
 
@@ -35,6 +39,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -53,15 +58,24 @@ from schemas.helpdesk_sla import SlaEvent, SlaPolicy, SlaPolicySet
 log = logging.getLogger("pitboss.helpdesk.sla")
 
 OPEN_BUCKETS = 32  # fixed: changing it needs the open index rebuilt (every ticket re-recorded)
+CHANGE_SLOT_SECONDS = 10  # fixed: the change feed's partitions (ticket_sla_changes.slot)
+_FORGOTTEN = 2**31 - 1  # the change version of a dropped index row: nothing later can undo it
 _CONCURRENCY = 16
 _CAS_ATTEMPTS = 8
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _VERSIONED_ID = re.compile(r"^[0-9a-fA-F-]{36}:(\d{1,9}):")
 FiredKind = Literal["warning", "breach"]
 _Write = tuple[Any, tuple[Any, ...]]  # a prepared statement and its parameters
+# Per ticket, its index row as last read and the OpenClock made of it.
+_Decoded = dict[UUID, tuple[tuple[str, str, str, str, int], "OpenClock"]]
 
 
 # ---------------------------------------------------------------------------- pure helpers
+
+
+def change_slot(epoch_seconds: float) -> int:
+    """The change-feed partition of a write made at `epoch_seconds` (the writer's clock)."""
+    return int(epoch_seconds // CHANGE_SLOT_SECONDS)
 
 
 def bucket_of(ticket_id: UUID) -> int:
@@ -183,6 +197,15 @@ class OpenClock:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenChange:
+    """A row of the change feed: the ticket's index row as written at `version` (None: deleted)."""
+
+    ticket_id: UUID
+    version: int
+    clock: OpenClock | None
+
+
+@dataclass(frozen=True, slots=True)
 class Fired:
     """A warning or breach already claimed for (ticket, target, cycle, kind)."""
 
@@ -210,7 +233,7 @@ class SlaClocks:
         self.session = session
         self.policies = policies
         # The last scan's rows, decoded: most open clocks do not change between two scans.
-        self._decoded: dict[UUID, tuple[tuple[str, str, str, str, int], OpenClock]] = {}
+        self._decoded: _Decoded = {}
         p = session.prepare
         self._event_put = p("INSERT INTO ticket_sla_events (ticket_id, at, seq, event_id, kind) VALUES (?, ?, ?, ?, ?)")
         self._events = p("SELECT at, seq, event_id, kind FROM ticket_sla_events WHERE ticket_id = ?")
@@ -228,6 +251,10 @@ class SlaClocks:
             "VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
         self._open_del = p("DELETE FROM ticket_sla_open WHERE bucket = ? AND ticket_id = ?")
+        self._change_put = p("INSERT INTO ticket_sla_changes (slot, ticket_id, version, open, brand, priority, "
+                             "category, clock) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        self._change_scan = p("SELECT ticket_id, version, open, brand, priority, category, clock "
+                              "FROM ticket_sla_changes WHERE slot = ?")
         self._open_scan = p("SELECT ticket_id, brand, priority, category, clock, version FROM ticket_sla_open "
                             "WHERE bucket = ?")
         self._close_put = p("INSERT INTO ticket_autoclose (day, ticket_id, brand, solved_at) VALUES (?, ?, ?, ?)")
@@ -351,11 +378,16 @@ class SlaClocks:
         """The open-clock and auto-close index rows of a clock (upserts and deletes keyed by it)."""
         tid = a.ticket_id
         writes: list[_Write] = []
+        slot = change_slot(time.time())
         if a.clock.state in ("running", "paused") and a.status != "closed":
-            writes.append((self._open_put, (bucket_of(tid), tid, a.brand, a.priority, a.category,
-                                            clock_to_json(a.clock, with_ids=False), a.version)))
+            indexed = clock_to_json(a.clock, with_ids=False)
+            writes.append((self._open_put, (bucket_of(tid), tid, a.brand, a.priority, a.category, indexed,
+                                            a.version)))
+            writes.append((self._change_put, (slot, tid, a.version, True, a.brand, a.priority, a.category,
+                                              indexed)))
         else:
             writes.append((self._open_del, (bucket_of(tid), tid)))
+            writes.append((self._change_put, (slot, tid, a.version, False, a.brand, a.priority, a.category, None)))
         if a.status == "solved" and a.solved_at is not None:
             writes.append((self._close_put, (_day(a.solved_at), tid, a.brand, a.solved_at)))
         elif a.solved_at is not None:
@@ -416,22 +448,45 @@ class SlaClocks:
             for r in rows:
                 if brands is not None and r["brand"] not in brands:
                     continue
-                row = (r["brand"], r["priority"], r["category"], r["clock"], r["version"] or 0)
-                cached = known.get(r["ticket_id"])
-                if cached is not None and cached[0] == row:
-                    # The same object for an unchanged row: the scheduler keys its own memo on it.
-                    out.append(cached[1])
-                    self._decoded[r["ticket_id"]] = cached
-                    continue
-                try:
-                    clock = clock_from_json(r["clock"])
-                except (ValueError, KeyError, TypeError):
-                    log.error("ticket %s: unreadable clock in the SLA index; skipped", r["ticket_id"])
-                    continue
-                o = OpenClock(r["ticket_id"], r["brand"], r["priority"], r["category"], clock, row[4])
-                self._decoded[r["ticket_id"]] = (row, o)
-                out.append(o)
+                o = self._open_clock(r, known)
+                if o is not None:
+                    out.append(o)
         return out
+
+    async def changes(self, first_slot: int, last_slot: int,
+                      brands: frozenset[str] | None = None) -> list[OpenChange]:
+        """The change feed of the open index in slots first..last, oldest version first per ticket:
+        what `open_subjects` would now show differently for those tickets (`clock` None: gone)."""
+        slots = range(first_slot, last_slot + 1)
+        parts = await asyncio.gather(*(self._run(self._change_scan, (slot,), "changes") for slot in slots))
+        out: list[OpenChange] = []
+        for rows in parts:
+            for r in rows:
+                if not r["open"]:
+                    out.append(OpenChange(r["ticket_id"], r["version"] or 0, None))
+                elif brands is None or r["brand"] in brands:
+                    clock = self._open_clock(r, self._decoded)
+                    if clock is not None:
+                        out.append(OpenChange(r["ticket_id"], r["version"] or 0, clock))
+        out.sort(key=lambda c: c.version)
+        return out
+
+    def _open_clock(self, r: dict[str, Any], known: _Decoded) -> OpenClock | None:
+        """An index (or change) row decoded; the same object as before while the row is unchanged,
+        because the scheduler keys its own memo on that identity."""
+        row = (r["brand"], r["priority"], r["category"], r["clock"], r["version"] or 0)
+        cached = known.get(r["ticket_id"])
+        if cached is not None and cached[0] == row:
+            self._decoded[r["ticket_id"]] = cached
+            return cached[1]
+        try:
+            clock = clock_from_json(r["clock"])
+        except (ValueError, KeyError, TypeError):
+            log.error("ticket %s: unreadable clock in the SLA index; skipped", r["ticket_id"])
+            return None
+        o = OpenClock(r["ticket_id"], r["brand"], r["priority"], r["category"], clock, row[4])
+        self._decoded[r["ticket_id"]] = (row, o)
+        return o
 
     async def reindex(self, stored: StoredClock) -> None:
         """Write the indexes of a stored clock again (the scheduler found an index row behind it)."""
@@ -439,7 +494,10 @@ class SlaClocks:
 
     async def forget_open(self, ticket_id: UUID) -> None:
         """Drop an index row that has no clock behind it."""
-        await self._run(self._open_del, (bucket_of(ticket_id), ticket_id), "open")
+        await abatch(self.session, [
+            (self._open_del, (bucket_of(ticket_id), ticket_id)),
+            (self._change_put, (change_slot(time.time()), ticket_id, _FORGOTTEN, False, "", "", "", None)),
+        ], op="sla_open", limit=self._limit)
 
     async def fired(self, ticket_id: UUID) -> list[Fired]:
         rows = await self._run(self._fired_get, (ticket_id,), "fired")

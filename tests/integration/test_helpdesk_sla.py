@@ -97,6 +97,8 @@ def scheduler(settings: Settings, policy_file: Path) -> Iterator[Any]:
         "PITBOSS_HELPDESK_SLA_FILE": str(policy_file),
         "PITBOSS_HELPDESK_SLA_BRANDS": BRAND,
         "PITBOSS_HELPDESK_SLA_SCAN_SECONDS": "3600",  # the test drives the scans
+        # After its first scan (and after a restart) the scheduler follows the change feed alone.
+        "PITBOSS_HELPDESK_SLA_FULL_SCAN_SECONDS": "86400",
         "PITBOSS_HELPDESK_AUTOCLOSE_DAYS": "7",
         "PITBOSS_HELPDESK_SLA_ESCALATION_TEAM": "supervisors",
     }
@@ -338,6 +340,20 @@ async def test_pending_on_the_player_pauses_the_clock(
     # It fell due 2 running minutes after the create: 1 minute before the pause, 1 after it.
     fell_due = datetime.fromisoformat(warning["payload"]["fell_due_at"])
     assert t0 + 31 * MIN - timedelta(seconds=2) <= fell_due <= t0 + 31 * MIN
+
+
+async def test_between_whole_reads_the_scheduler_follows_the_change_feed(desk: Desk, scheduler: Any) -> None:
+    t0 = datetime.now(UTC)
+    before = await scan(scheduler, t0)
+    ticket = await desk.create(t0)
+    opened = await scan(scheduler, t0 + timedelta(seconds=1))
+    assert opened["read"].endswith("changes") and opened["open"] == before["open"] + 1
+    answered = await desk.say(ticket, "agent", t0 + MIN)
+    await desk.status(answered, "solved", t0 + 2 * MIN)
+    solved = await scan(scheduler, t0 + 2 * MIN + timedelta(seconds=1))
+    assert solved["read"].endswith("changes") and solved["open"] == before["open"]
+    again = await scan(scheduler, t0 + 3 * MIN)  # the same changes read again (overlap): no double count
+    assert again["open"] == before["open"]
 
 
 async def test_solved_tickets_close_after_the_autoclose_days(desk: Desk, scheduler: Any) -> None:
