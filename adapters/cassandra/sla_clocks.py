@@ -455,20 +455,26 @@ class SlaClocks:
 
     async def changes(self, first_slot: int, last_slot: int,
                       brands: frozenset[str] | None = None) -> list[OpenChange]:
-        """The change feed of the open index in slots first..last, oldest version first per ticket:
-        what `open_subjects` would now show differently for those tickets (`clock` None: gone)."""
+        """The change feed of the open index in slots first..last, the newest change per ticket:
+        what `open_subjects` would now show differently for those tickets (`clock` None: gone).
+        Older changes of the same ticket are dropped before decoding, so the decoded-row cache
+        keeps the newest row and an unchanged clock stays the same object from scan to scan."""
         slots = range(first_slot, last_slot + 1)
         parts = await asyncio.gather(*(self._run(self._change_scan, (slot,), "changes") for slot in slots))
-        out: list[OpenChange] = []
+        newest: dict[UUID, dict[str, Any]] = {}
         for rows in parts:
             for r in rows:
-                if not r["open"]:
-                    out.append(OpenChange(r["ticket_id"], r["version"] or 0, None))
-                elif brands is None or r["brand"] in brands:
-                    clock = self._open_clock(r, self._decoded)
-                    if clock is not None:
-                        out.append(OpenChange(r["ticket_id"], r["version"] or 0, clock))
-        out.sort(key=lambda c: c.version)
+                held = newest.get(r["ticket_id"])
+                if held is None or (r["version"] or 0) > (held["version"] or 0):
+                    newest[r["ticket_id"]] = r
+        out: list[OpenChange] = []
+        for r in newest.values():
+            if not r["open"]:
+                out.append(OpenChange(r["ticket_id"], r["version"] or 0, None))
+            elif brands is None or r["brand"] in brands:
+                clock = self._open_clock(r, self._decoded)
+                if clock is not None:
+                    out.append(OpenChange(r["ticket_id"], r["version"] or 0, clock))
         return out
 
     def _open_clock(self, r: dict[str, Any], known: _Decoded) -> OpenClock | None:
