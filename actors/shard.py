@@ -47,6 +47,7 @@ from adapters.cassandra.player_contacts import ContactChange, PlayerContacts
 from adapters.cassandra.players import JournalEntry, PlayerStore
 from adapters.cassandra.segments import DayActivity, FeatureStore, StoredFeatures
 from adapters.cassandra.session import connect
+from adapters.outages import OUTAGES, which
 from adapters.settings import Settings
 from domain import features as crm_features
 from domain.errors import Forbidden, NotFound, NotHomeRegion, PitbossError, StaleOwner, Unavailable
@@ -104,6 +105,9 @@ def _unpack_state(data: bytes) -> PlayerState:
 def _answer_or_error(result: Any) -> Any:
     if isinstance(result, PitbossError):
         return result
+    if isinstance(result, OUTAGES):
+        log.warning("command not run: %s unavailable (%r)", which(result), result)
+        return Unavailable(f"{which(result)} is unavailable; retry in a moment")
     if isinstance(result, BaseException):
         log.error("command failed", exc_info=result)
         return Unavailable("the command failed unexpectedly; it has been logged")

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     cassandra_protocol_version: int = Field(default=3, ge=3, le=5)
     cassandra_username: str | None = None
     cassandra_password: str | None = None
+    # Longest pause between the driver's attempts to reach a node it saw go down (from 0.5 s,
+    # doubling). The driver's own default grows to 10 minutes: a node back after 30 s stayed
+    # unused for another 30 s.
+    cassandra_reconnect_max_seconds: float = Field(default=2.0, ge=0.5, le=600)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Connections per client pool, and how long a command waits for one before it fails.

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters import outages
 from domain.errors import PitbossError
 
 log = logging.getLogger("pitboss.http")
@@ -79,6 +80,16 @@ def install(app: FastAPI) -> None:
         return problem(
             exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail), f"http-{exc.status_code}", request
         )
+
+    async def _outage(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s unavailable on %s: %r", outages.which(exc), request.url.path, exc)
+        return problem(503, "Service unavailable", f"{outages.which(exc)} is unavailable; retry in a moment",
+                       "unavailable", request)
+
+    # Registered per class, not caught in the catch-all below: Starlette re-raises what reaches
+    # the catch-all, which Serve then logs as a failed request with its traceback.
+    for kind in outages.OUTAGES:
+        app.add_exception_handler(kind, _outage)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -11,7 +11,7 @@ from typing import Any, overload
 from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType, dict_factory
 from prometheus_client import Histogram
 
@@ -79,6 +79,7 @@ def connect(settings: Settings, keyspace: str | None = None) -> tuple[Cluster, S
         protocol_version=settings.cassandra_protocol_version,
         connect_timeout=10,
         idle_heartbeat_interval=10,
+        reconnection_policy=ExponentialReconnectionPolicy(0.5, settings.cassandra_reconnect_max_seconds),
     )
     session = cluster.connect(keyspace)
     return cluster, session

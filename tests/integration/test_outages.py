@@ -1,0 +1,169 @@
+"""A Cassandra node killed (`kill -9`) under a platform's load and started again: the platform API
+answers 503 problem+json while it is down, serves again once it is back (no Pitboss process
+restarted), and every event it acknowledged before, during and after is applied exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+
+from adapters.settings import Settings
+from tests.integration.conftest import API_URL, bet, new_id, register
+from tests.integration.test_ingestion import wait_for_totals
+
+pytestmark = pytest.mark.stack
+
+NODE = "cassandra-eu"
+APPS = ("/platform/v1", "/admin/v1", "/helpdesk/v1", "/segments/v1")
+
+
+def _node_pid() -> int:
+    from cluster.local.stack import recorded
+
+    rec = recorded(NODE)
+    if rec is None:
+        pytest.skip(f"{NODE} is not a process of the local stack here")
+    return rec.pid
+
+
+def _start_node() -> None:
+    from cluster.local.stack import NODES, start_cassandra, wait_cassandra
+
+    node = NODES["eu"]
+    started = start_cassandra(node)
+    wait_cassandra(node, started is not None)
+
+
+async def _all_apps_healthy(timeout: float = 180.0) -> None:
+    base = API_URL.removesuffix("/platform/v1")
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=10) as client:
+        for prefix in APPS:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    r = await client.get(f"{base}{prefix}/healthz")
+                    if r.status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{prefix} did not become healthy again after Cassandra restarted")
+                await asyncio.sleep(1)
+
+
+@pytest.fixture
+async def node_restored() -> AsyncIterator[None]:
+    """Whatever the test does, the node runs again and every app is healthy before the next test."""
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(_start_node)
+        await _all_apps_healthy()
+
+
+class Platform:
+    """Sends each event until it is acknowledged, over HTTP or the bus, as the casino platform does;
+    `acked` is what Pitboss confirmed, per player."""
+
+    def __init__(self, api: httpx.AsyncClient, settings: Settings, players: list[str]) -> None:
+        self.api = api
+        self.settings = settings
+        self.players = players
+        self.acked = {p: 0 for p in players}
+        self.refusals: list[httpx.Response] = []
+        self.running = True
+
+    async def over_http(self) -> None:
+        i = 0
+        while self.running:
+            e = bet(self.players[i % len(self.players)], 100)
+            i += 1
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    r = await self.api.post("/events", json={"events": [e]})
+                    if r.status_code == 200 and r.json()["results"][0]["status"] in ("accepted", "duplicate"):
+                        self.acked[e["player_id"]] += 100
+                        break
+                    self.refusals.append(r)
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(0.02)
+
+    async def over_the_bus(self) -> None:
+        conn = await aio_pika.connect(self.settings.rabbitmq_url)
+        async with conn:
+            channel = await conn.channel(publisher_confirms=True)
+            exchange = await channel.declare_exchange(
+                self.settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            i = 0
+            while self.running:
+                e = bet(self.players[i % len(self.players)], 7)
+                i += 1
+                await exchange.publish(aio_pika.Message(json.dumps(e).encode(), delivery_mode=2),
+                                       routing_key="game.bet")
+                self.acked[e["player_id"]] += 7  # the broker confirmed it
+                await asyncio.sleep(0.02)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def _authorize(api: httpx.AsyncClient, pid: str) -> httpx.Response:
+    return await api.post(f"/players/{pid}/deposits/authorize",
+                          json={"tx_id": new_id(), "amount_minor": 100, "currency": "EUR"})
+
+
+async def test_a_killed_cassandra_node_answers_503_then_serves_again_and_loses_no_acknowledged_event(
+    api: httpx.AsyncClient, stack: Settings, node_restored: None
+) -> None:
+    players = [await register(api) for _ in range(8)]
+    platform = Platform(api, stack, players)
+    load = asyncio.gather(platform.over_http(), platform.over_the_bus())
+    try:
+        await asyncio.sleep(3)  # acknowledged events in the node's memtables and commit log
+        pid = _node_pid()
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            if _gone(pid):
+                break
+            await asyncio.sleep(0.1)
+
+        down: dict[str, Any] = {}
+        for _ in range(30):  # the driver notices within a request or two
+            r = await _authorize(api, players[0])
+            if r.status_code == 503:
+                down = {"status": r.status_code, "type": r.headers["content-type"], "body": r.json(),
+                        "retry": r.headers.get("retry-after")}
+                break
+            await asyncio.sleep(0.5)
+        assert down["type"] == "application/problem+json" and down["retry"], down
+        assert down["body"]["status"] == 503 and down["body"]["detail"], down
+        health = await api.get("/healthz")
+        assert health.status_code == 503 and health.json()["checks"]["cassandra"]["status"] == "down", health.text
+
+        await asyncio.sleep(5)  # an outage long enough for retries, requeues and lease renewals to fail
+        await asyncio.to_thread(_start_node)
+        deadline = time.monotonic() + 90
+        while (r := await _authorize(api, players[1])).status_code != 200:
+            assert time.monotonic() < deadline, f"authorizations still refused after the node came back: {r.text}"
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(3)  # events acknowledged after the outage as well
+    finally:
+        platform.running = False
+        await load
+
+    assert all(r.status_code == 503 for r in platform.refusals), [r.text for r in platform.refusals[:3]]
+    assert await wait_for_totals(api, platform.acked, timeout=120) == platform.acked
