@@ -37,10 +37,17 @@ def _node_pid() -> int:
 
 
 def _start_node() -> None:
-    from cluster.local.stack import NODES, start_cassandra, wait_cassandra
+    from cluster.local.stack import NODES, StackError, start_cassandra, wait_cassandra
 
     node = NODES["eu"]
-    started = start_cassandra(node)
+    for _ in range(20):
+        try:
+            started = start_cassandra(node)
+            break
+        except StackError:  # the killed node's port is not free yet
+            time.sleep(0.5)
+    else:
+        started = start_cassandra(node)
     wait_cassandra(node, started is not None)
 
 
