@@ -66,6 +66,7 @@ PASSIVATIONS = Counter("pitboss_shard_passivations_total", "Players passivated",
 FEATURE_ROWS = Counter("pitboss_shard_feature_rows_total", "Player feature rows written", ["outcome"])
 CONTACT_ROWS = Counter("pitboss_shard_contact_rows_total", "Player email index rows written")
 ENGINE_LOOKUP_SECONDS = 10.0
+LEASE_CHECK_SECONDS = 2.0  # how long a turn waits for a lease renewal it asked for before answering 503
 
 
 @dataclass(slots=True)
@@ -145,6 +146,7 @@ class PlayerShard:
         self.active: OrderedDict[UUID, Active] = OrderedDict()
         self.locks: dict[UUID, _TurnLock] = {}
         self.leases: dict[str, _Held] = {}
+        self._renewing: dict[str, asyncio.Future[bool]] = {}
         self._init_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._snapshots: set[asyncio.Task[Any]] = set()
@@ -222,30 +224,48 @@ class PlayerShard:
             await asyncio.sleep(0.5)
 
     async def _renew_loop(self) -> None:
-        ttl = self.settings.lease_seconds
         while True:
-            await asyncio.sleep(ttl / 4)
+            await asyncio.sleep(self.settings.lease_seconds / 4)
             for region, held in list(self.leases.items()):
-                sent = time.monotonic()
                 try:
-                    lease = await self.lease_store.current(region, self.index)
-                    ok = (
-                        lease is not None
-                        and lease.owner == self.owner
-                        and lease.epoch == held.lease_epoch
-                        and await self.lease_store.renew(lease, ttl) is not None
-                    )
+                    await self._renew(region, held)
                 except Exception:  # a failed renewal is retried; the deadline protects writes
                     log.warning("lease renewal of %s/%s failed", region, self.index, exc_info=True)
-                    continue
-                if ok:
-                    held.deadline = sent + ttl * 0.8
-                else:
-                    log.error("shard %s/%s lost the lease of %s; dropping its players", self.region, self.index, region)
-                    self.leases.pop(region, None)
-                    self._drop_region(region)
-                    if region == self.region:
-                        self._spawn(self._acquire(region, wait=float("inf")))
+
+    async def _renew(self, region: str, held: _Held) -> bool:
+        """Renew one held lease, one attempt per region at a time; False if another owner has it
+        now (its players are dropped and, for the home region, a new claim starts)."""
+        running = self._renewing.get(region)
+        if running is None:
+            running = self._renewing[region] = asyncio.ensure_future(self._renew_once(region, held))
+            running.add_done_callback(lambda done: self._renewed(region, done))
+        return await asyncio.shield(running)
+
+    def _renewed(self, region: str, done: asyncio.Future[bool]) -> None:
+        self._renewing.pop(region, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here: every caller may have stopped waiting for it
+
+    async def _renew_once(self, region: str, held: _Held) -> bool:
+        ttl = self.settings.lease_seconds
+        sent = time.monotonic()
+        lease = await self.lease_store.current(region, self.index)
+        ok = (
+            lease is not None
+            and lease.owner == self.owner
+            and lease.epoch == held.lease_epoch
+            and await self.lease_store.renew(lease, ttl) is not None
+        )
+        if ok:
+            held.deadline = sent + ttl * 0.8
+            return True
+        if self.leases.get(region) is held:
+            log.error("shard %s/%s lost the lease of %s; dropping its players", self.region, self.index, region)
+            self.leases.pop(region, None)
+            self._drop_region(region)
+            if region == self.region:
+                self._spawn(self._acquire(region, wait=float("inf")))
+        return False
 
     def _drop_region(self, region: str) -> None:
         for pid in [p for p, a in self.active.items() if a.home == region]:
@@ -257,7 +277,17 @@ class PlayerShard:
         if held is None:
             held = await self._acquire(region, wait=0)
         if time.monotonic() >= held.deadline:
-            raise StaleOwner(f"shard {self.index} cannot confirm it still owns {region}; retry")
+            # Renewed now rather than at the loop's next round: after a Cassandra outage the
+            # shard writes again as soon as the lease row can be reached, not up to a quarter
+            # of the TTL later. The renewal is a compare-and-set on owner and epoch, so it
+            # cannot revive a lease another owner has claimed meanwhile.
+            try:
+                renewed = await asyncio.wait_for(self._renew(region, held), LEASE_CHECK_SECONDS)
+            except Exception as exc:
+                log.warning("lease of %s/%s not confirmed: %r", region, self.index, exc)
+                renewed = False
+            if not renewed:
+                raise StaleOwner(f"shard {self.index} cannot confirm it still owns {region}; retry")
         return held.lease_epoch
 
     # ---------------------------------------------------------------- activation
