@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 from adapters.settings import Settings
 from schemas.events import PAYLOADS, PitbossEvent
+
+if TYPE_CHECKING:
+    from adapters.cassandra.parked_events import ParkedEvents
 
 PLATFORM_TYPES = tuple(PAYLOADS)
 
@@ -73,17 +79,24 @@ async def dead_letter(
 
 
 PUBLISH_TIMEOUT = 5.0
+BROKER_RETRY_SECONDS = 5.0  # after a failed publish, events are parked without trying the broker this long
+log = logging.getLogger("pitboss.bus")
 
 
 class EventPublisher:
     """One publisher-confirms channel on the events exchange, opened on first use and reopened
-    after a failure. A publish returns once the broker has the message."""
+    after a failure. A publish returns once the broker has the message, or, given `parked`, once
+    the event is parked in Cassandra because the broker could not take it: the request that
+    decided the event succeeds, and `publish_parked` (the help-desk worker's loop) sends it
+    later. While the broker is known to be down, events are parked without trying it first."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, parked: ParkedEvents | None = None) -> None:
         self.settings = settings
+        self.parked = parked
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._lock = asyncio.Lock()
+        self._down_until = 0.0
 
     async def _open(self) -> aio_pika.abc.AbstractExchange:
         async with self._lock:
@@ -96,16 +109,44 @@ class EventPublisher:
                 self._connection = connection
             return self._exchange
 
-    async def publish(self, event: PitbossEvent) -> None:
+    async def _send(self, type_: str, body: bytes, event_id: UUID) -> None:
         try:
             exchange = await self._open()
-            await asyncio.wait_for(
-                publish(exchange, event.type, event.model_dump_json().encode(), str(event.event_id)),
-                timeout=PUBLISH_TIMEOUT,
-            )
+            await asyncio.wait_for(publish(exchange, type_, body, str(event_id)), timeout=PUBLISH_TIMEOUT)
         except BaseException:
             connection, self._connection, self._exchange = self._connection, None, None
             if connection is not None:
                 with contextlib.suppress(Exception):
                     await connection.close()
             raise
+
+    async def publish(self, event: PitbossEvent) -> None:
+        body = event.model_dump_json().encode()
+        if self.parked is None:
+            await self._send(event.type, body, event.event_id)
+            return
+        if time.monotonic() >= self._down_until:
+            try:
+                await self._send(event.type, body, event.event_id)
+                return
+            except Exception as exc:
+                self._down_until = time.monotonic() + BROKER_RETRY_SECONDS
+                log.warning("the broker did not take event %s (%r); parking events for %.0f s",
+                            event.event_id, exc, BROKER_RETRY_SECONDS)
+        await self.parked.park(event.event_id, event.type, body)
+
+    async def publish_parked(self) -> int:
+        """Publish the parked events, oldest first, each deleted once the broker confirmed it; how
+        many. Raises while the broker is still down (the rows stay for the next call)."""
+        if self.parked is None:
+            return 0
+        sent = 0
+        while batch := await self.parked.oldest():
+            for row in batch:
+                await self._send(row.type, row.body, row.event_id)
+                await self.parked.done(row.parked_id)
+                sent += 1
+        if sent:
+            self._down_until = 0.0
+            log.info("published %s parked events", sent)
+        return sent

@@ -8,6 +8,7 @@ from actors.audit import AuditClient
 from actors.router import PlayerRouter
 from adapters.cassandra.adjustments import AdjustmentStore
 from adapters.cassandra.apikeys import ApiKeyStore
+from adapters.cassandra.parked_events import ParkedEvents
 from adapters.cassandra.session import aexecute, connect
 from adapters.cassandra.vip import VipAssignments
 from adapters.oidc import OidcRegistry
@@ -35,8 +36,10 @@ class BackOffice:
         self.vip = VipAssignments(self.session)
         self.players = PlayerRouter(self.settings) if with_players else None
         self.adjustments = AdjustmentStore(self.session)
-        # Pitboss's own back-office decisions (approved adjustments) go on the bus from here.
-        self.bus = EventPublisher(self.settings)
+        # Pitboss's own back-office and help-desk decisions (adjustments, ticket events) go on the
+        # bus from here; while the broker is down they are parked in Cassandra and the help-desk
+        # worker publishes them later, so agents keep working through a broker outage.
+        self.bus = EventPublisher(self.settings, ParkedEvents(self.session, self.settings.region))
 
     async def start(self) -> None:
         await self.identity.bootstrap_admin()

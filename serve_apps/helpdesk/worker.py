@@ -3,7 +3,8 @@ holds the event loop of the replicas that serve agents, players and their chat s
 
 - the transcript copier (transcripts.py): chat lines into their tickets;
 - the ticket-event consumers on their shared durable queues: the KPI fact writer (kpi_facts.py)
-  and the chat consoles' reassignment notices (chat_moves.py).
+  and the chat consoles' reassignment notices (chat_moves.py);
+- the publisher of events parked while the broker was down (adapters/rabbit.py, `parked_events`).
 
 The help-desk API is handed its handle (app.py) and reports its state under `worker` in /healthz.
 Replicas and scaling are in the Serve config; several replicas share the queues and the copy queue
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from typing import Any
 
@@ -33,6 +35,8 @@ from serve_apps.helpdesk.service import helpdesk
 from serve_apps.helpdesk.transcripts import TranscriptCopier
 
 WORKER_NICENESS = 10
+PARKED_POLL_SECONDS = 5.0  # how often the worker looks for events parked while the broker was down
+log = logging.getLogger("pitboss.helpdesk.worker")
 
 # The API replica's handle, set by its constructor. Here, not in app.py: Serve ships the ingress
 # class by value, and a global of app.py it wrote would be a copy the routes never see.
@@ -72,6 +76,15 @@ class HelpdeskWorker:
         self.tasks["transcripts"] = loop.create_task(self.copier.run(), name="transcripts")
         for c in self.consumers:
             self.tasks[c.label] = loop.create_task(c.run(), name=f"consumer-{c.label}")
+        self.tasks["parked-events"] = loop.create_task(self._publish_parked(), name="parked-events")
+
+    async def _publish_parked(self) -> None:
+        while True:
+            try:
+                await self.bo.bus.publish_parked()
+            except Exception as exc:  # the broker or Cassandra still down: the rows wait
+                log.warning("parked events not published yet: %r", exc)
+            await asyncio.sleep(PARKED_POLL_SECONDS)
 
     async def check_health(self) -> None:
         for label, task in self.tasks.items():

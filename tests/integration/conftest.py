@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -113,3 +114,19 @@ async def register(api: httpx.AsyncClient, currency: str = "EUR", **extra: Any) 
     r = await api.post("/players", json={"player_id": pid, "currency": currency, "country": "MT", **extra})
     assert r.status_code == 201, r.text
     return pid
+
+
+def stack_process(name: str) -> int:
+    """The pid to freeze of a local-stack service (RabbitMQ's is the Erlang VM under its script)."""
+    from cluster.local.stack import recorded
+
+    rec = recorded(name)
+    if rec is None:
+        pytest.skip(f"{name} is not a process of the local stack here")
+    if name == "rabbitmq":
+        children = Path(f"/proc/{rec.pid}/task/{rec.pid}/children").read_text().split()
+        beams = [int(c) for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "beam.smp"]
+        if not beams:
+            pytest.skip("RabbitMQ's Erlang VM not found under its script")
+        return beams[0]
+    return rec.pid

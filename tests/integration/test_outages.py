@@ -1,6 +1,10 @@
-"""A Cassandra node killed (`kill -9`) under a platform's load and started again: the platform API
-answers 503 problem+json while it is down, serves again once it is back (no Pitboss process
-restarted), and every event it acknowledged before, during and after is applied exactly once."""
+"""Dependencies failing under use.
+
+- A Cassandra node killed (`kill -9`) under a platform's load and started again: the platform API
+  answers 503 problem+json while it is down, serves again once it is back (no Pitboss process
+  restarted), and every event it acknowledged before, during and after is applied exactly once.
+- The broker frozen: the help desk still opens tickets; their events are parked in Cassandra and
+  reach the bus once the broker is back."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import httpx
 import pytest
 
 from adapters.settings import Settings
-from tests.integration.conftest import API_URL, bet, new_id, register
+from tests.integration.conftest import API_KEY, API_URL, bet, new_id, register, stack_process
 from tests.integration.test_ingestion import wait_for_totals
 
 pytestmark = pytest.mark.stack
@@ -174,3 +178,53 @@ async def test_a_killed_cassandra_node_answers_503_then_serves_again_and_loses_n
 
     assert all(r.status_code == 503 for r in platform.refusals), [r.text for r in platform.refusals[:3]]
     assert await wait_for_totals(api, platform.acked, timeout=120) == platform.acked
+
+
+async def test_tickets_open_while_the_broker_is_frozen_and_their_events_reach_the_bus_once_it_is_back(
+    api: httpx.AsyncClient, stack: Settings
+) -> None:
+    player = await register(api)
+    helpdesk = API_URL.replace("/platform/v1", "/helpdesk/v1")
+    body = {"ticket_id": new_id(), "player_id": player, "brand": "demo", "channel": "api", "category": "general",
+            "subject": "Withdrawal pending", "body": "My withdrawal has been pending since yesterday."}
+    conn = await aio_pika.connect(stack.rabbitmq_url)
+    async with conn, httpx.AsyncClient(base_url=helpdesk, headers={"Authorization": f"Bearer {API_KEY}"},
+                                       timeout=60) as platform:
+        channel = await conn.channel()
+        exchange = await channel.declare_exchange(stack.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        watch = await channel.declare_queue(exclusive=True)
+        await watch.bind(exchange, routing_key="ticket.created")
+        broker = stack_process("rabbitmq")
+        os.kill(broker, signal.SIGSTOP)  # every publish hangs: the broker neither answers nor resets
+        try:
+            r = await platform.post("/platform/tickets", json=body)
+            assert r.status_code == 201, r.text
+            again = await platform.post("/platform/tickets", json=body)
+            assert again.status_code == 200 and again.json()["ticket_id"] == body["ticket_id"], again.text
+        finally:
+            os.kill(broker, signal.SIGCONT)
+        deadline = time.monotonic() + 90
+        seen: list[str] = []
+        while body["ticket_id"] not in seen:
+            assert time.monotonic() < deadline, f"ticket.created never reached the bus (saw {len(seen)} others)"
+            msg = await watch.get(fail=False, timeout=5)
+            if msg is None:
+                await asyncio.sleep(1)
+                continue
+            await msg.ack()
+            event = json.loads(msg.body)
+            assert event["type"] == "ticket.created"
+            seen.append(str(event["payload"]["ticket_id"]))
+    rows = await asyncio.to_thread(_parked_rows, stack)
+    assert body["ticket_id"] not in rows, "the published event is still parked"
+
+
+def _parked_rows(settings: Settings) -> str:
+    from adapters.cassandra.session import connect
+
+    cluster, session = connect(settings, settings.cassandra_keyspace)
+    try:
+        rows = session.execute("SELECT body FROM parked_events WHERE region = %s", (settings.region,))
+        return " ".join(r["body"].decode() for r in rows)
+    finally:
+        cluster.shutdown()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.conftest import bet, envelope, new_id, register
+from tests.integration.conftest import bet, envelope, new_id, register, stack_process
 
 pytestmark = pytest.mark.stack
 
@@ -298,28 +297,12 @@ async def test_a_brand_cannot_reach_another_brands_player(api: httpx.AsyncClient
     assert (await api.get(f"/players/{pid}")).json()["version"] == 1
 
 
-def _stack_process(name: str) -> int:
-    """The pid to freeze of a local-stack service (RabbitMQ's is the Erlang VM under its script)."""
-    from cluster.local.stack import recorded
-
-    rec = recorded(name)
-    if rec is None:
-        pytest.skip(f"{name} is not a process of the local stack here")
-    if name == "rabbitmq":
-        children = Path(f"/proc/{rec.pid}/task/{rec.pid}/children").read_text().split()
-        beams = [int(c) for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "beam.smp"]
-        if not beams:
-            pytest.skip("RabbitMQ's Erlang VM not found under its script")
-        return beams[0]
-    return rec.pid
-
-
 @pytest.mark.parametrize("service", ["redis", "rabbitmq"])
 async def test_a_frozen_redis_or_broker_leaves_the_platform_serving_and_reports_degraded(
     api: httpx.AsyncClient, service: str
 ) -> None:
     pid = await register(api)
-    frozen = _stack_process(service)
+    frozen = stack_process(service)
     os.kill(frozen, signal.SIGSTOP)  # every call hangs: the worst kind of outage, and no TCP reset
     try:
         health = await api.get("/healthz")
