@@ -148,7 +148,7 @@ async def test_the_help_desk_health_shows_its_worker_and_the_worker_runs_every_l
     assert r.status_code == 200, r.text
     worker = r.json()["checks"]["worker"]
     assert worker["status"] == "up", worker
-    assert set(worker["detail"]["loops"]) == {"transcripts", "kpi-facts", "chat-moves"}
+    assert set(worker["detail"]["loops"]) == {"transcripts", "kpi-facts", "chat-moves", "parked-events"}
     assert worker["detail"]["copy_queue"] >= 0
 
 
