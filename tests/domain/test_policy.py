@@ -405,7 +405,9 @@ def test_adding_a_role_never_removes_a_permission(
     assert ENGINE.permissions_for(roles) <= ENGINE.permissions_for(roles | {extra})
 
 
-pii_values = st.text(min_size=1, max_size=40).filter(lambda v: set(v) != {"*"})
+# A date is masked as the constant "****-**-**": a value that is part of that constant ("-", "*-")
+# is in every masked date without anything being revealed.
+pii_values = st.text(min_size=1, max_size=40).filter(lambda v: set(v) != {"*"} and v not in "****-**-**")
 json_leaf = st.none() | st.integers() | st.text(max_size=10)
 
 
