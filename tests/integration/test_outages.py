@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from adapters.settings import Settings
+from cluster.local.stack import wait_gone
 from tests.integration.conftest import API_KEY, API_URL, bet, new_id, register, stack_process
 from tests.integration.test_ingestion import wait_for_totals
 
@@ -29,15 +30,6 @@ pytestmark = pytest.mark.stack
 
 NODE = "cassandra-eu"
 APPS = ("/platform/v1", "/admin/v1", "/helpdesk/v1", "/segments/v1")
-
-
-def _node_pid() -> int:
-    from cluster.local.stack import recorded
-
-    rec = recorded(NODE)
-    if rec is None:
-        pytest.skip(f"{NODE} is not a process of the local stack here")
-    return rec.pid
 
 
 def _start_node() -> None:
@@ -124,14 +116,6 @@ class Platform:
                 await asyncio.sleep(0.02)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 async def _authorize(api: httpx.AsyncClient, pid: str) -> httpx.Response:
     return await api.post(f"/players/{pid}/deposits/authorize",
                           json={"tx_id": new_id(), "amount_minor": 100, "currency": "EUR"})
@@ -145,12 +129,9 @@ async def test_a_killed_cassandra_node_answers_503_then_serves_again_and_loses_n
     load = asyncio.gather(platform.over_http(), platform.over_the_bus())
     try:
         await asyncio.sleep(3)  # acknowledged events in the node's memtables and commit log
-        pid = _node_pid()
+        pid = stack_process(NODE)
         os.kill(pid, signal.SIGKILL)
-        for _ in range(100):
-            if _gone(pid):
-                break
-            await asyncio.sleep(0.1)
+        assert not await asyncio.to_thread(wait_gone, [(pid, None)], 10.0), "the killed node is still there"
 
         down: dict[str, Any] = {}
         for _ in range(30):  # the driver notices within a request or two
